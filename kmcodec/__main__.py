@@ -1,0 +1,5 @@
+"""`python -m kmcodec`: the same as the kmcodec command."""
+
+from .cli import run
+
+run()

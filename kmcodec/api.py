@@ -1,0 +1,129 @@
+"""The Python API: quantize, encode, decode, read, write and read_header .kmq images.
+
+The data flows one way: image -> quantize -> KMQImage -> code labels -> container bytes, and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+
+from .atomic import atomic_output
+from .codings import check_payload_length, coding_for_id, coding_for_name
+from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, Header, build_file, parse_header, read_container
+from .errors import KMQError
+from .image import KMQImage
+from .imageio import ImageSource, load_pixels
+from .quantize import DEFAULT_ENGINE, quantize_pixels
+
+PathLike = Union[str, os.PathLike]
+Source = Union[PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+DEFAULT_CODING = "raw"
+
+
+def quantize(image: ImageSource, k: int, *, seed: int = 0, engine: str = DEFAULT_ENGINE) -> KMQImage:
+    """Quantize an image (path, bytes, file, Pillow image or array) to at most k colours."""
+    pixels = load_pixels(image)
+    palette, labels = quantize_pixels(pixels, k, seed=seed, engine=engine)
+    return KMQImage(palette, labels)
+
+
+def encode(
+    image: KMQImage | ImageSource,
+    k: int | None = None,
+    *,
+    coding: str = DEFAULT_CODING,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+) -> bytes:
+    """Return the .kmq bytes of a KMQImage, or of any image quantized to k colours first."""
+    if not isinstance(image, KMQImage):
+        if k is None:
+            raise TypeError("encode() needs k to quantize an image that is not already a KMQImage")
+        image = quantize(image, k, seed=seed, engine=engine)
+    chosen = coding_for_name(coding)
+    header = Header(
+        width=image.width, height=image.height, channels=image.channels, k=image.k, coding=chosen.id, payload_length=0
+    )
+    payload = chosen.encode(image.labels.reshape(-1), header)
+    header = dataclasses.replace(header, payload_length=len(payload))
+    return build_file(header, image.palette.tobytes(), payload)
+
+
+def decode(
+    data: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS, allow_trailing: bool = False
+) -> KMQImage:
+    """Decode .kmq bytes (or a binary file object) to a KMQImage; raise a KMQError subclass if malformed."""
+    stream = _as_stream(data)
+    raw = read_container(
+        stream, max_pixels=max_pixels, check_payload_length=check_payload_length, allow_trailing=allow_trailing
+    )
+    header = raw.header
+    labels = coding_for_id(header.coding).decode(raw.payload, header)
+    palette = np.frombuffer(raw.palette, dtype=np.uint8).reshape(header.k, header.channels)
+    return KMQImage(palette, labels.reshape(header.height, header.width))
+
+
+def read(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> KMQImage:
+    """Read a .kmq file from a path or a binary file object."""
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        try:
+            with path.open("rb") as handle:
+                return decode(handle, max_pixels=max_pixels)
+        except KMQError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+    return decode(source, max_pixels=max_pixels)
+
+
+def write(
+    destination: PathLike | BinaryIO,
+    image: KMQImage | ImageSource,
+    k: int | None = None,
+    *,
+    coding: str = DEFAULT_CODING,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+    overwrite: bool = False,
+) -> int:
+    """Encode an image and write it to a path (atomically) or a binary file object; return bytes written.
+
+    A path is never left half-written, and an existing file is replaced only when overwrite=True.
+    """
+    data = encode(image, k, coding=coding, seed=seed, engine=engine)
+    if isinstance(destination, (str, os.PathLike)):
+        with atomic_output(destination, overwrite=overwrite) as handle:
+            handle.write(data)
+    else:
+        destination.write(data)
+    return len(data)
+
+
+def read_header(source: Source, *, max_pixels: int | None = None) -> Header:
+    """Read and validate just the 36-byte header (no limit on pixels unless max_pixels is given)."""
+    if isinstance(source, (str, os.PathLike)):
+        with Path(source).open("rb") as handle:
+            head = handle.read(HEADER_SIZE)
+    else:
+        head = _as_stream(source).read(HEADER_SIZE)
+    header = parse_header(head, max_pixels=max_pixels if max_pixels is not None else 2**64)
+    return header
+
+
+def _as_stream(data: Source) -> BinaryIO:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return io.BytesIO(bytes(data))
+    if isinstance(data, (str, os.PathLike)):
+        raise TypeError("decode() takes bytes or a binary file; use read() for a path")
+    if not hasattr(data, "read"):
+        raise TypeError(f"expected bytes or a binary file object, got {type(data).__name__}")
+    return data  # type: ignore[return-value]
+
+
+__all__ = ["quantize", "encode", "decode", "read", "write", "read_header"]

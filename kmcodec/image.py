@@ -1,0 +1,111 @@
+"""KMQImage: the small immutable value a .kmq file holds: a palette and one label per pixel."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .bitpack import label_bits, label_dtype
+from .container import MAX_K
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+
+@dataclass(frozen=True, eq=False)
+class KMQImage:
+    """A palette image: `palette` is (k, channels) uint8, `labels` is (height, width) of indices < k.
+
+    Both arrays are read-only; construct a new KMQImage to change anything.
+    """
+
+    palette: np.ndarray
+    labels: np.ndarray
+
+    def __post_init__(self) -> None:
+        palette = np.array(self.palette, dtype=np.uint8, copy=True, order="C")
+        if palette.ndim != 2 or palette.shape[1] not in (3, 4):
+            raise ValueError(f"palette must have shape (k, 3) or (k, 4), got {palette.shape}")
+        k = palette.shape[0]
+        if not 1 <= k <= MAX_K:
+            raise ValueError(f"palette must have 1 to {MAX_K} entries, got {k}")
+        labels = np.asarray(self.labels)
+        if labels.ndim != 2 or labels.shape[0] < 1 or labels.shape[1] < 1:
+            raise ValueError(f"labels must be a non-empty 2-D array (height, width), got shape {labels.shape}")
+        if labels.dtype.kind not in "ui":
+            raise ValueError(f"labels must be integers, got {labels.dtype}")
+        if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
+            raise ValueError(f"labels must be in 0..{k - 1}")
+        labels = np.array(labels, dtype=label_dtype(label_bits(k)), copy=True, order="C")
+        palette.setflags(write=False)
+        labels.setflags(write=False)
+        object.__setattr__(self, "palette", palette)
+        object.__setattr__(self, "labels", labels)
+
+    @property
+    def width(self) -> int:
+        """Pixels per row."""
+        return int(self.labels.shape[1])
+
+    @property
+    def height(self) -> int:
+        """Rows."""
+        return int(self.labels.shape[0])
+
+    @property
+    def channels(self) -> int:
+        """3 for RGB, 4 for RGBA."""
+        return int(self.palette.shape[1])
+
+    @property
+    def k(self) -> int:
+        """Number of palette entries."""
+        return int(self.palette.shape[0])
+
+    @property
+    def label_bits(self) -> int:
+        """Bits per stored label, ceil(log2 k)."""
+        return label_bits(self.k)
+
+    @property
+    def mode(self) -> str:
+        """'RGB' or 'RGBA', as Pillow names them."""
+        return "RGBA" if self.channels == 4 else "RGB"
+
+    def to_array(self) -> np.ndarray:
+        """Expand to a (height, width, channels) uint8 pixel array."""
+        return np.take(self.palette, self.labels, axis=0)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        pixels = self.to_array()
+        return pixels if dtype is None else pixels.astype(dtype)
+
+    def to_pil(self) -> "Image.Image":
+        """Expand to a Pillow image in RGB or RGBA mode."""
+        from PIL import Image
+
+        return Image.fromarray(self.to_array(), self.mode)
+
+    def to_pil_palette(self) -> "Image.Image":
+        """Return a Pillow mode-P image (k <= 256), with alpha as the palette's transparency."""
+        from PIL import Image
+
+        if self.k > 256:
+            raise ValueError(f"a Pillow P image holds at most 256 colours, this image has {self.k}")
+        image = Image.fromarray(self.labels.astype(np.uint8), "L")
+        image = image.convert("P")  # keeps the indices; the palette is replaced below
+        image.putpalette(self.palette.tobytes(), rawmode=self.mode)
+        return image
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KMQImage):
+            return NotImplemented
+        return np.array_equal(self.palette, other.palette) and np.array_equal(self.labels, other.labels)
+
+    def __hash__(self) -> int:
+        return hash((self.palette.tobytes(), self.labels.shape, self.labels.tobytes()))
+
+    def __repr__(self) -> str:
+        return f"KMQImage({self.width}x{self.height}, {self.mode}, k={self.k}, {self.label_bits} bits/pixel)"

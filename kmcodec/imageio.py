@@ -1,0 +1,135 @@
+"""Read any image Pillow can open (or an array) into an (H, W, 3|4) uint8 array the quantizer can use.
+
+Conversion rules: EXIF orientation applied; greyscale and CMYK become RGB; 16-bit
+and 32-bit samples are scaled to 8 bits; alpha (LA, RGBA, PA, P with transparency)
+is kept as a 4th channel unless every pixel is fully opaque.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputImageError
+
+ImageSource = Union[str, Path, bytes, BinaryIO, np.ndarray, Image.Image]
+
+_ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
+
+
+def load_pixels(source: ImageSource, *, name: str | None = None) -> np.ndarray:
+    """Return the image as a C-contiguous (height, width, 3 or 4) uint8 array."""
+    if isinstance(source, np.ndarray):
+        return _array_pixels(source)
+    if isinstance(source, Image.Image):
+        return pil_to_pixels(source)
+    label = name or _describe(source)
+    opened = _open(source, label)
+    try:
+        return pil_to_pixels(opened, name=label)
+    finally:
+        opened.close()
+
+
+def _describe(source: object) -> str:
+    if isinstance(source, (str, Path)):
+        return str(source)
+    return getattr(source, "name", None) or "<input image>"
+
+
+def _open(source: str | Path | bytes | BinaryIO, label: str) -> Image.Image:
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        source = io.BytesIO(bytes(source))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(source)
+            image.load()
+        return image
+    except FileNotFoundError:
+        raise InputImageError(f"{label}: no such file") from None
+    except IsADirectoryError:
+        raise InputImageError(f"{label}: is a directory, not an image") from None
+    except PermissionError:
+        raise InputImageError(f"{label}: permission denied") from None
+    except UnidentifiedImageError:
+        raise InputImageError(f"{label}: not an image format Pillow can read") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise InputImageError(
+            f"{label}: refused as a possible decompression bomb ({exc}); "
+            "raise PIL.Image.MAX_IMAGE_PIXELS if the image is trusted"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
+        raise InputImageError(f"{label}: cannot read image: {exc}") from None
+
+
+def pil_to_pixels(image: Image.Image, *, name: str = "<input image>") -> np.ndarray:
+    """Convert a Pillow image of any mode to RGB or RGBA uint8 pixels (see module docstring)."""
+    try:
+        image = ImageOps.exif_transpose(image)
+    except Exception:  # a damaged EXIF block must not stop the encode; orientation is then left as stored
+        pass
+    if image.width < 1 or image.height < 1:
+        raise InputImageError(f"{name}: image has no pixels ({image.width}x{image.height})")
+    mode = image.mode
+    try:
+        if mode in ("RGB", "RGBA"):
+            pixels = np.asarray(image)
+        elif mode.startswith("I") or mode == "F":
+            pixels = _high_depth_to_rgb(image)
+        elif mode == "P":
+            has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
+            pixels = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+        elif mode in _ALPHA_MODES:
+            pixels = np.asarray(image.convert("RGBA"))
+        else:  # L, 1, CMYK, YCbCr, LAB, HSV, ...
+            pixels = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise InputImageError(f"{name}: cannot convert mode {mode} to RGB: {exc}") from None
+    return _array_pixels(pixels)
+
+
+def _high_depth_to_rgb(image: Image.Image) -> np.ndarray:
+    """Scale 16-bit ('I;16*') or 32-bit ('I', 'F') greyscale to 8 bits by its nominal range."""
+    values = np.asarray(image)
+    if image.mode == "F":
+        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
+    else:
+        values = values.astype(np.int64)
+        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
+            grey = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
+        else:
+            grey = np.clip(values, 0, 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _array_pixels(array: np.ndarray) -> np.ndarray:
+    """Validate and normalise an array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise InputImageError(f"pixel array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.shape[0] < 1 or array.shape[1] < 1:
+        raise InputImageError(f"image has no pixels ({array.shape[1]}x{array.shape[0]})")
+    if array.dtype != np.uint8:
+        if array.dtype == np.uint16:
+            array = (array >> 8).astype(np.uint8)
+        elif array.dtype.kind == "f":
+            array = np.clip(np.rint(array * 255.0 if array.max(initial=0) <= 1.0 else array), 0, 255).astype(np.uint8)
+        elif array.dtype.kind in "ui":
+            array = np.clip(array, 0, 255).astype(np.uint8)
+        else:
+            raise InputImageError(f"pixel array has unsupported dtype {array.dtype}")
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    elif array.shape[2] == 2:
+        array = np.concatenate([np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1:]], axis=2)
+    if array.shape[2] == 4 and bool((array[:, :, 3] == 255).all()):
+        array = array[:, :, :3]
+    return np.ascontiguousarray(array)

@@ -1,0 +1,132 @@
+"""Pillow integration: after `import kmcodec`, Image.open reads .kmq files and Image.save writes them.
+
+Files with k <= 256 open in mode P (alpha, if any, in an RGBA palette); larger
+palettes open as RGB or RGBA. Saving a P image without `colors=` stores its
+palette and indices as they are; anything else is quantized to `colors`
+(default 256) colours.
+"""
+
+from __future__ import annotations
+
+from typing import IO
+
+import numpy as np
+from PIL import Image, ImageFile, ImagePalette
+
+from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, SIGNATURE, parse_header
+from .errors import KMQError
+
+FORMAT = "KMQ"
+
+
+def _accept(prefix: bytes) -> bool:
+    return prefix[: len(SIGNATURE)] == SIGNATURE
+
+
+class KmqImageFile(ImageFile.ImageFile):
+    """Pillow image file for .kmq."""
+
+    format = FORMAT
+    format_description = "k-means quantized palette image"
+
+    def _open(self) -> None:
+        assert self.fp is not None
+        start = self.fp.tell()
+        try:
+            header = parse_header(self.fp.read(HEADER_SIZE), max_pixels=DEFAULT_MAX_PIXELS)
+        except KMQError as exc:
+            raise SyntaxError(f"broken KMQ file: {exc}") from exc
+        self._size = (header.width, header.height)
+        self.info["kmq_k"] = header.k
+        self.info["kmq_coding"] = header.coding
+        if header.k <= 256:
+            palette = self.fp.read(header.palette_size)
+            if len(palette) != header.palette_size:
+                raise SyntaxError("broken KMQ file: palette truncated")
+            self._mode = "P"
+            entries = np.frombuffer(palette, dtype=np.uint8).reshape(header.k, header.channels)
+            # as PngImagePlugin does: an RGB palette, and per-entry alpha in info["transparency"]
+            self.palette = ImagePalette.raw("RGB", entries[:, :3].tobytes())
+            if header.channels == 4:
+                self.info["transparency"] = entries[:, 3].tobytes()
+        else:
+            self._mode = "RGBA" if header.channels == 4 else "RGB"
+        self.tile = [ImageFile._Tile("kmq", (0, 0, *self._size), start, None)]
+
+
+class KmqDecoder(ImageFile.PyDecoder):
+    """Decodes a whole .kmq container into Pillow's image memory."""
+
+    _pulls_fd = True
+
+    def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
+        from .api import decode
+
+        assert self.fd is not None
+        try:
+            image = decode(self.fd, allow_trailing=True)
+        except KMQError as exc:
+            raise OSError(f"broken KMQ file: {exc}") from exc
+        if self.mode == "P":
+            self.set_as_raw(image.labels.astype(np.uint8).tobytes(), "P")
+        else:
+            self.set_as_raw(image.to_array().tobytes(), self.mode)
+        return -1, 0
+
+
+def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
+    from .api import encode
+    from .image import KMQImage
+
+    options = im.encoderinfo
+    colors = options.get("colors")
+    coding = options.get("coding", "raw")
+    seed = int(options.get("seed", 0))
+    if im.mode == "P" and colors is None:
+        image = _palette_image(im)
+    else:
+        image = None
+    if image is None:
+        from .api import quantize
+
+        image = quantize(im, int(colors or 256), seed=seed)
+    assert isinstance(image, KMQImage)
+    fp.write(encode(image, coding=coding))
+
+
+def _palette_image(im: Image.Image):
+    """A mode-P image as a KMQImage without re-quantizing (its palette, trimmed to the entries in use)."""
+    from .image import KMQImage
+
+    indices = np.asarray(im)
+    mode, raw = im.palette.getdata() if im.palette else ("RGB", b"")
+    channels = 4 if mode == "RGBA" else 3
+    palette = np.frombuffer(raw, dtype=np.uint8)
+    palette = palette[: palette.size // channels * channels].reshape(-1, channels)
+    if "transparency" in im.info and channels == 3:
+        alpha = np.full(palette.shape[0], 255, dtype=np.uint8)
+        transparency = im.info["transparency"]
+        if isinstance(transparency, int):
+            if transparency < alpha.size:
+                alpha[transparency] = 0
+        else:
+            values = np.frombuffer(bytes(transparency), dtype=np.uint8)[: alpha.size]
+            alpha[: values.size] = values
+        palette = np.concatenate([palette, alpha[:, None]], axis=1)
+        channels = 4
+    used = int(indices.max()) + 1 if indices.size else 1
+    if palette.shape[0] < used:
+        return None  # indices beyond the palette: let the quantizer sort it out
+    palette = palette[:used]
+    if channels == 4 and bool((palette[:, 3] == 255).all()):
+        palette = palette[:, :3]
+    return KMQImage(palette, indices)
+
+
+def register() -> None:
+    """Register the KMQ format with Pillow (idempotent; called on `import kmcodec`)."""
+    Image.register_open(FORMAT, KmqImageFile, _accept)
+    Image.register_save(FORMAT, _save)
+    Image.register_extension(FORMAT, ".kmq")
+    Image.register_mime(FORMAT, "image/x-kmq")
+    Image.register_decoder("kmq", KmqDecoder)
