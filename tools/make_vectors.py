@@ -3,7 +3,7 @@
 This is a second, independent implementation of the format: it writes every byte
 from spec/kmq.md with struct and zlib and never imports kmcodec, so the suite
 cross-checks the reference codec instead of echoing it. Everything is
-deterministic (a fixed splitmix64 stream, no k-means, no numpy RNG), so the files
+deterministic (SHAKE-256 of fixed seeds, no k-means, no numpy RNG), so the files
 are frozen fixtures: `--check` regenerates them in memory and fails if any
 committed file or the manifest differs, so the format cannot drift silently.
 
@@ -202,25 +202,12 @@ class Layout:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Fixed, portable pseudo-random content (splitmix64: the same numbers on every machine and Python version)
+# Fixed, portable pseudo-random content (SHAKE-256 of a seed: the same bytes on every machine and Python version)
 
 
-def splitmix64(seed: int) -> Iterable[int]:
-    """An endless stream of 64-bit values from splitmix64."""
-    mask = (1 << 64) - 1
-    state = seed & mask
-    while True:
-        state = (state + 0x9E3779B97F4A7C15) & mask
-        z = state
-        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & mask
-        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & mask
-        yield z ^ (z >> 31)
-
-
-def fixed_bytes(count: int, seed: int) -> bytes:
-    """`count` pseudo-random bytes from the seed."""
-    stream = splitmix64(seed)
-    return bytes(next(stream) & 0xFF for _ in range(count))
+def fixed_bytes(count: int, seed: int | str) -> bytes:
+    """`count` pseudo-random bytes determined by the seed."""
+    return hashlib.shake_256(f"kmq-vectors/{seed}".encode()).digest(count)
 
 
 def fixed_palette(k: int, channels: int, seed: int) -> bytes:
@@ -235,8 +222,8 @@ def fixed_palette(k: int, channels: int, seed: int) -> bytes:
 
 def fixed_labels(count: int, k: int, seed: int) -> tuple[int, ...]:
     """`count` labels < k that include the largest label k-1 (first) and 0 (second), the rest pseudo-random."""
-    stream = splitmix64(seed ^ 0x5EED)
-    labels = [next(stream) % k for _ in range(count)]
+    words = fixed_bytes(4 * count, f"labels/{seed}")
+    labels = [value % k for value in struct.unpack(f">{count}I", words)]
     if count >= 1:
         labels[0] = k - 1
     if count >= 2:
@@ -436,9 +423,8 @@ def text_safe_layout() -> Layout:
     """
     width, height = 3, 7
     for seed in range(1, 1 << 20):
-        stream = splitmix64(seed)
-        labels = tuple(next(stream) % 5 for _ in range(width * height))
-        palette = bytes(next(stream) % 0x70 + 0x10 for _ in range(15))
+        labels = tuple(value % 5 for value in fixed_bytes(width * height, f"text-safe-labels/{seed}"))
+        palette = bytes(value % 0x70 + 0x10 for value in fixed_bytes(15, f"text-safe-palette/{seed}"))
         layout = Layout(width, height, 3, palette, labels)
         if is_text_safe(layout.file()[8:]):
             return layout
