@@ -40,12 +40,14 @@ def colour_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     return colours, counts.astype(np.int64), inverse.reshape(-1)
 
 
-def nearest(colours: np.ndarray, palette: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def nearest(colours: np.ndarray, palette: np.ndarray, block_elements: int = 1 << 22) -> np.ndarray:
     """Index of the nearest palette entry (squared Euclidean, first on ties) for each colour.
 
     Integer-valued float32 arithmetic is exact here (all terms < 2**24), so the
-    result is the true nearest entry, not an approximation.
+    result is the true nearest entry, not an approximation. Colours are taken in
+    blocks of about `block_elements` distances (16 MB), whatever the palette size.
     """
+    chunk = max(1, block_elements // max(1, palette.shape[0]))
     pal = palette.astype(np.float32)
     pal_norm = (pal * pal).sum(axis=1)
     out = np.empty(colours.shape[0], dtype=np.int64)
@@ -63,7 +65,10 @@ def finish_palette(
     entries, order the palette by pixel count (most used first), and return (palette, labels)."""
     rounded = np.clip(np.rint(centroids), 0, 255).astype(np.uint8)
     rounded = np.unique(rounded, axis=0)  # duplicates after rounding would waste palette entries
-    colour_label = nearest(colours, rounded)
+    if np.array_equal(rounded, colours):  # the image's own colours (both sorted): each colour is its own entry
+        colour_label = np.arange(colours.shape[0])
+    else:
+        colour_label = nearest(colours, rounded)
     usage = np.bincount(colour_label, weights=counts, minlength=rounded.shape[0])
     order = np.lexsort((np.arange(rounded.shape[0]), -usage))
     order = order[usage[order] > 0]
