@@ -1,0 +1,204 @@
+"""The command line: encode/decode/info/demo, overwrite refusal, exit codes, one-line errors, no partial output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import kmcodec
+from kmcodec.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory: pytest.TempPathFactory, china: np.ndarray) -> Path:
+    """A 160x107 PNG downscaled from china.jpg: a real photo, small enough for fast k-means."""
+    path = tmp_path_factory.mktemp("cli") / "china-small.png"
+    Image.fromarray(china).resize((160, 107), Image.Resampling.LANCZOS).save(path)
+    return path
+
+
+def run_cli(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
+    """Run the CLI in-process; return (exit code, stdout, stderr). Usage errors exit through argparse."""
+    try:
+        code = main(list(argv))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(stderr: str, *fragments: str) -> None:
+    lines = stderr.splitlines()
+    assert len(lines) == 1, stderr
+    assert lines[0].startswith("kmcodec: error: ")
+    assert "Traceback" not in stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_encode_decode_round_trip(photo: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.kmq"
+    code, stdout, _ = run_cli(capsys, "encode", str(photo), str(out), "-k", "8")
+    assert code == 0
+    assert "k=8" in stdout and "3 bits/pixel" in stdout
+    assert out.stat().st_size == 40 + 8 * 3 + (160 * 107 * 3 + 7) // 8
+    assert out.read_bytes() == kmcodec.encode(photo, 8)  # the CLI's default seed is the API's
+    png = tmp_path / "x.png"
+    assert run_cli(capsys, "decode", str(out), str(png))[0] == 0
+    with Image.open(png) as decoded:
+        assert np.array_equal(np.asarray(decoded.convert("RGB")), kmcodec.read(out).to_array())
+
+
+def test_refuses_to_overwrite_without_force(photo: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.kmq"
+    assert run_cli(capsys, "encode", str(photo), str(out), "-k", "2", "-q")[0] == 0
+    before = out.read_bytes()
+    code, _, stderr = run_cli(capsys, "encode", str(photo), str(out), "-k", "4")
+    assert code == 1
+    assert_one_line_error(stderr, str(out), "exists", "--force")
+    assert out.read_bytes() == before
+    assert run_cli(capsys, "encode", str(photo), str(out), "-k", "4", "--force")[0] == 0
+    assert kmcodec.read(out).k == 4
+
+    png = tmp_path / "x.png"
+    png.write_bytes(b"precious")
+    code, _, stderr = run_cli(capsys, "decode", str(out), str(png))
+    assert code == 1
+    assert_one_line_error(stderr, str(png), "exists")
+    assert png.read_bytes() == b"precious"
+    assert run_cli(capsys, "decode", str(out), str(png), "-f")[0] == 0
+    assert Image.open(png).size == (160, 107)
+
+
+@pytest.mark.parametrize("content", [b"", b"this is not an image", b"\x89PNG\r\n\x1a\n" + b"\x00" * 40])
+def test_bad_encoder_input_exits_1_with_one_line_and_writes_nothing(content: bytes, tmp_path: Path, capsys) -> None:
+    source = tmp_path / "bad.png"
+    source.write_bytes(content)
+    out = tmp_path / "out.kmq"
+    code, _, stderr = run_cli(capsys, "encode", str(source), str(out), "-k", "4")
+    assert code == 1
+    assert_one_line_error(stderr, str(source), "not an image format")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.png"]
+
+
+def test_missing_input_exits_1(tmp_path: Path, capsys) -> None:
+    code, _, stderr = run_cli(capsys, "decode", str(tmp_path / "nope.kmq"), str(tmp_path / "out.png"))
+    assert code == 1
+    assert_one_line_error(stderr, "nope.kmq")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("vector", ["bad-flipbit-payload.kmq", "bad-truncated-in-palette.kmq",
+                                    "bad-limit-4294967295x4294967295.kmq", "bad-coding-255.kmq"])
+def test_corrupt_kmq_exits_1_naming_file_and_problem(vector: str, tmp_path: Path, capsys) -> None:
+    source = ROOT / "spec" / "vectors" / vector
+    for command in (["decode", str(source), str(tmp_path / "out.png")], ["info", str(source)]):
+        code, stdout, stderr = run_cli(capsys, *command)
+        assert code == 1
+        assert_one_line_error(stderr, vector)
+        assert stdout == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["frobnicate"], ["encode", "in.png", "out.kmq"], ["encode", "in.png", "out.kmq", "-k", "0"],
+    ["encode", "in.png", "out.kmq", "-k", "65537"], ["encode", "in.png", "out.kmq", "-k", "many"],
+    ["decode", "in.kmq"], ["decode", "in.kmq", "out.png", "--max-pixels", "0"], ["info"],
+])
+def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
+    code, _, stderr = run_cli(capsys, *argv)
+    assert code == 2
+    assert "usage:" in stderr and "Traceback" not in stderr
+
+
+def test_no_partial_output_when_writing_fails(photo: Path, tmp_path: Path, capsys, monkeypatch) -> None:
+    """A failure after the output was opened (here: fsync fails, as on a full disk) leaves no file at all."""
+    import kmcodec.atomic
+
+    def failing_fsync(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(kmcodec.atomic.os, "fsync", failing_fsync)
+    out = tmp_path / "out.kmq"
+    code, _, stderr = run_cli(capsys, "encode", str(photo), str(out), "-k", "2")
+    assert code == 1
+    assert_one_line_error(stderr, "No space left on device")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_refuses_alpha_into_jpeg_and_unknown_extension(tmp_path: Path, capsys) -> None:
+    rgba = ROOT / "spec" / "vectors" / "ok-k0004-b2-rgba-transparent-colours-4x2.kmq"
+    code, _, stderr = run_cli(capsys, "decode", str(rgba), str(tmp_path / "out.jpg"))
+    assert code == 1
+    assert_one_line_error(stderr, "alpha")
+    code, _, stderr = run_cli(capsys, "decode", str(rgba), str(tmp_path / "out.xyz"))
+    assert code == 1
+    assert_one_line_error(stderr, "extension")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_text_and_json(photo: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.kmq"
+    assert run_cli(capsys, "encode", str(photo), str(out), "-k", "5", "-q")[0] == 0
+    size = out.stat().st_size
+    code, stdout, _ = run_cli(capsys, "info", str(out), "--source", str(photo))
+    assert code == 0
+    assert "160 x 107" in stdout and "k = 5, 3 bits per label" in stdout
+    assert f"{size:,} bytes" in stdout and "vs 24-bit raw" in stdout and "vs source" in stdout
+    image = kmcodec.read(out)
+    for colour in image.palette:
+        assert "#" + colour.tobytes().hex() in stdout
+    code, stdout, _ = run_cli(capsys, "info", str(out), "--json", "--source", str(photo))
+    record = json.loads(stdout)
+    assert (record["width"], record["height"], record["k"], record["label_bits"], record["channels"]) == (160, 107, 5, 3, 3)
+    assert record["file_bytes"] == size == 40 + 15 + (160 * 107 * 3 + 7) // 8
+    assert record["ratio_to_raw_rgb"] == pytest.approx(size / (160 * 107 * 3))
+    assert record["ratio_to_source"] == pytest.approx(size / photo.stat().st_size)
+    assert sum(record["palette_pixel_counts"]) == 160 * 107
+    assert record["palette_pixel_counts"] == np.bincount(image.labels.reshape(-1), minlength=5).tolist()
+
+
+def test_demo_prints_the_storage_argument(tmp_path: Path, capsys) -> None:
+    code, stdout, _ = run_cli(capsys, "demo", "-k", "2", "--out", str(tmp_path))
+    assert code == 0
+    row = next(line.split() for line in stdout.splitlines() if line.split()[:2] == ["2", "1"])
+    assert int(row[2].replace(",", "")) == 40 + 2 * 3 + (640 * 427 + 7) // 8
+    assert float(row[3]) == pytest.approx((40 + 6 + (640 * 427 + 7) // 8) / (640 * 427 * 3), abs=5e-4)
+    assert (tmp_path / "china-k2.kmq").stat().st_size == int(row[2].replace(",", ""))
+    assert Image.open(tmp_path / "china-k2.png").size == (640, 427)
+
+
+def test_python_dash_m_kmcodec_in_a_fresh_process(photo: Path, tmp_path: Path) -> None:
+    """The real entry point: exit codes, output identical to the in-process API (same seed, other process)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    out = tmp_path / "x.kmq"
+    done = subprocess.run([sys.executable, "-m", "kmcodec", "encode", str(photo), str(out), "-k", "3", "--seed", "7"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert out.read_bytes() == kmcodec.encode(photo, 3, seed=7)
+    garbage = tmp_path / "garbage.kmq"
+    garbage.write_bytes(b"GIF89a not a kmq file at all")
+    done = subprocess.run([sys.executable, "-m", "kmcodec", "decode", str(garbage), str(tmp_path / "g.png")],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 1
+    assert_one_line_error(done.stderr, "garbage.kmq", "signature")
+    done = subprocess.run([sys.executable, "-m", "kmcodec", "encode"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_max_pixels_refuses_a_large_valid_file(tmp_path: Path, capsys) -> None:
+    wide = ROOT / "spec" / "vectors" / "ok-k0001-b0-rgb-70000x1.kmq"
+    code, _, stderr = run_cli(capsys, "decode", str(wide), str(tmp_path / "wide.png"), "--max-pixels", "69999")
+    assert code == 1
+    assert_one_line_error(stderr, "70000x1", "limit")
+    assert list(tmp_path.iterdir()) == []
+    assert run_cli(capsys, "decode", str(wide), str(tmp_path / "wide.png"), "--max-pixels", "70000")[0] == 0

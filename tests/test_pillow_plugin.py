@@ -1,0 +1,97 @@
+"""The Pillow plugin: Image.open and Image.save for .kmq after `import kmcodec`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, UnidentifiedImageError
+
+import kmcodec
+
+VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+
+
+@pytest.fixture(scope="module")
+def crop(china: np.ndarray) -> Image.Image:
+    return Image.fromarray(china[150:230, 250:370])
+
+
+@pytest.mark.parametrize("vector", ["ok-example-3x2-rgb-k3.kmq", "ok-k0256-b8-rgb-every-label-once-16x16.kmq",
+                                    "ok-k0017-b5-rgb-5x7.kmq", "ok-k0003-b2-rgba-all-opaque-3x5.kmq"])
+def test_open_gives_mode_p_with_the_palette(vector: str) -> None:
+    api_image = kmcodec.read(VECTORS / vector)
+    with Image.open(VECTORS / vector) as image:
+        assert image.format == "KMQ" and image.mode == "P"
+        assert image.size == (api_image.width, api_image.height)
+        image.load()
+        assert np.array_equal(np.asarray(image), api_image.labels)
+        palette = np.frombuffer(image.palette.tobytes(), dtype=np.uint8).reshape(-1, 3)[: api_image.k]
+        assert np.array_equal(palette, api_image.palette[:, :3])
+        mode = api_image.mode
+        assert np.array_equal(np.asarray(image.convert(mode)), api_image.to_array())
+
+
+def test_open_keeps_transparency() -> None:
+    path = VECTORS / "ok-k0004-b2-rgba-transparent-colours-4x2.kmq"
+    api_image = kmcodec.read(path)
+    with Image.open(path) as image:
+        assert image.mode == "P"
+        assert image.info["transparency"] == api_image.palette[:, 3].tobytes()
+        rgba = np.asarray(image.convert("RGBA"))
+    assert np.array_equal(rgba, api_image.to_array())
+
+
+@pytest.mark.parametrize("vector, mode", [("ok-k0257-b9-rgb-19x21.kmq", "RGB"), ("ok-k65536-b16-rgba-23x29.kmq", "RGBA")])
+def test_more_than_256_colours_open_as_rgb_or_rgba(vector: str, mode: str) -> None:
+    with Image.open(VECTORS / vector) as image:
+        assert image.mode == mode
+        assert np.array_equal(np.asarray(image), kmcodec.read(VECTORS / vector).to_array())
+
+
+def test_save_with_colors_quantizes(crop: Image.Image, tmp_path: Path) -> None:
+    path = tmp_path / "crop.kmq"
+    crop.save(path, colors=16)
+    image = kmcodec.read(path)
+    assert (image.width, image.height, image.k, image.channels) == (120, 80, 16, 3)
+    assert path.stat().st_size == 40 + 16 * 3 + 120 * 80 * 4 // 8
+    assert image == kmcodec.quantize(crop, 16)  # the same quantizer and default seed as the API
+    with Image.open(path) as reopened:
+        assert np.array_equal(np.asarray(reopened.convert("RGB")), image.to_array())
+
+
+def test_saving_a_p_image_keeps_its_palette_and_indices(crop: Image.Image, tmp_path: Path) -> None:
+    palette_image = crop.quantize(24)
+    path = tmp_path / "p.kmq"
+    palette_image.save(path)
+    image = kmcodec.read(path)
+    used = int(np.asarray(palette_image).max()) + 1
+    pillow_palette = np.frombuffer(palette_image.palette.tobytes(), dtype=np.uint8).reshape(-1, 3)
+    assert np.array_equal(image.palette, pillow_palette[:used])
+    assert np.array_equal(image.labels, np.asarray(palette_image))
+    assert np.array_equal(image.to_array(), np.asarray(palette_image.convert("RGB")))
+
+
+def test_saving_a_p_image_with_transparency_keeps_alpha(crop: Image.Image) -> None:
+    palette_image = crop.quantize(12)
+    palette_image.info["transparency"] = 2
+    buffer = io.BytesIO()
+    palette_image.save(buffer, format="KMQ")
+    image = kmcodec.decode(buffer.getvalue())
+    assert image.channels == 4
+    assert np.array_equal(image.to_array(), np.asarray(palette_image.convert("RGBA")))
+
+
+@pytest.mark.parametrize("garbage", [b"", b"not an image at all", b"\x89KMQ\r\n\x1a\n" + b"\x00" * 10,
+                                     b"\x89KMQ\r\n\x1a\n\x02" + b"\x00" * 40])
+def test_garbage_raises_unidentified_image_error(garbage: bytes) -> None:
+    with pytest.raises(UnidentifiedImageError):
+        Image.open(io.BytesIO(garbage))
+
+
+def test_damaged_payload_fails_on_load_not_silently() -> None:
+    with Image.open(VECTORS / "bad-flipbit-payload.kmq") as image:
+        with pytest.raises(OSError, match="CRC"):
+            image.load()
