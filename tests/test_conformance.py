@@ -215,3 +215,27 @@ def test_corrupt_vectors_other_than_crc_damage_carry_valid_crcs(name: str) -> No
         assert struct.unpack(">I", data[end : end + 4])[0] == zlib.crc32(data[36:end])
         if MANIFEST[name]["error"] != "trailing":
             assert len(data) == end + 4
+
+
+def test_a_family_of_dicts_joins_the_suite_and_is_validated() -> None:
+    example = (VECTORS / "ok-example-3x2-rgb-k3.kmq").read_bytes()
+    pixels = bytes.fromhex("FF0000 00FF00 0000FF 0000FF 00FF00 FF0000")
+
+    def family() -> list[dict]:
+        return [
+            {"name": "ok-extra.kmq", "data": example, "description": "d", "pixels": pixels, "width": 3, "height": 2, "channels": 3},
+            {"name": "bad-extra.kmq", "data": example[:-1], "description": "d", "error": "truncated"},
+        ]
+
+    vectors = make_vectors.generate([family])
+    assert [v.name for v in vectors] == ["bad-extra.kmq", "ok-extra.kmq"]
+    manifest = json.loads(make_vectors.manifest_text(vectors))
+    assert manifest["ok-extra.kmq"]["pixels_sha256"] == MANIFEST["ok-example-3x2-rgb-k3.kmq"]["pixels_sha256"]
+    assert manifest["bad-extra.kmq"] == {"description": "d", "error": "truncated"}
+    with pytest.raises(ValueError, match="duplicate"):
+        make_vectors.generate([family, family])
+    with pytest.raises(ValueError, match="error kind"):
+        make_vectors.Vector.from_dict({"name": "bad-x.kmq", "data": b"", "description": "d", "error": "broken"})
+    with pytest.raises(ValueError, match="width\\*height\\*channels"):
+        make_vectors.Vector.from_dict({"name": "ok-x.kmq", "data": b"", "description": "d", "pixels": b"\x00",
+                                       "width": 1, "height": 1, "channels": 3})

@@ -627,8 +627,9 @@ def external(module: str, function: str) -> Callable[[], list[Vector]]:
     return family
 
 
-#: The vector families, one per line. Add a family from another tool as  external("coded_vectors", "coded_vectors"),
-FAMILIES: list[Callable[[], list[Vector]]] = [
+#: The vector families, one per line. A family from another tool (a function in tools/<module>.py returning
+#: Vectors or dicts) is one more line such as:  external("coded_vectors", "coded_vectors"),
+FAMILIES: list[Callable[[], Sequence[Vector | Mapping[str, object]]]] = [
     valid_vectors,
     corrupt_vectors,
 ]
@@ -638,11 +639,13 @@ FAMILIES: list[Callable[[], list[Vector]]] = [
 # Writing and checking
 
 
-def generate(families: Sequence[Callable[[], list[Vector]]] = FAMILIES) -> list[Vector]:
-    """All vectors of all families, sorted by name; names must be unique."""
+def generate(families: Sequence[Callable[[], Sequence[Vector | Mapping[str, object]]]] | None = None) -> list[Vector]:
+    """All vectors of all families (FAMILIES by default), sorted by name; names must be unique."""
+    families = FAMILIES if families is None else families
     vectors: dict[str, Vector] = {}
     for family in families:
-        for vector in family():
+        for record in family():
+            vector = record if isinstance(record, Vector) else Vector.from_dict(record)
             if vector.name in vectors:
                 raise ValueError(f"duplicate vector name {vector.name} (family {family.__name__})")
             vectors[vector.name] = vector
