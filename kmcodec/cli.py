@@ -177,7 +177,10 @@ def cmd_decode(args: argparse.Namespace) -> int:
         picture = image.to_pil()
         if image_format in ("JPEG", "BMP", "PPM") and picture.mode == "RGBA":
             raise CommandError(f"{args.output}: {image_format} cannot store alpha; use .png or .webp")
-        options = {"lossless": True} if image_format == "WEBP" else {}
+        if image_format == "GIF" and image.channels == 4 and not np.isin(image.palette[:, 3], (0, 255)).all():
+            raise CommandError(f"{args.output}: GIF cannot store partial transparency; use .png or .webp")
+        # WebP: lossless, and exact so the colours of fully transparent pixels are kept as stored (spec section 4)
+        options = {"lossless": True, "exact": True} if image_format == "WEBP" else {}
         with atomic_output(args.output, overwrite=args.force) as handle:
             try:
                 picture.save(handle, format=image_format, **options)

@@ -202,3 +202,38 @@ def test_max_pixels_refuses_a_large_valid_file(tmp_path: Path, capsys) -> None:
     assert_one_line_error(stderr, "70000x1", "limit")
     assert list(tmp_path.iterdir()) == []
     assert run_cli(capsys, "decode", str(wide), str(tmp_path / "wide.png"), "--max-pixels", "70000")[0] == 0
+
+
+TRANSPARENT_COLOURS = ROOT / "spec" / "vectors" / "ok-k0004-b2-rgba-transparent-colours-4x2.kmq"
+
+
+@pytest.mark.parametrize("extension", [".png", ".webp", ".tif", ".tga"])
+def test_decode_to_lossless_formats_is_exact(extension: str, tmp_path: Path, capsys) -> None:
+    """Every pixel survives a lossless output format, including the colours of fully transparent pixels."""
+    expected = kmcodec.read(TRANSPARENT_COLOURS).to_array()
+    out = tmp_path / f"out{extension}"
+    assert run_cli(capsys, "decode", str(TRANSPARENT_COLOURS), str(out))[0] == 0
+    with Image.open(out) as written:
+        assert np.array_equal(np.asarray(written.convert("RGBA")), expected)
+
+
+def test_decode_to_gif_refuses_partial_alpha(tmp_path: Path, capsys) -> None:
+    assert 128 in kmcodec.read(TRANSPARENT_COLOURS).palette[:, 3]
+    code, _, stderr = run_cli(capsys, "decode", str(TRANSPARENT_COLOURS), str(tmp_path / "out.gif"))
+    assert code == 1
+    assert_one_line_error(stderr, "out.gif", "transparency")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_decode_to_gif_keeps_binary_alpha(tmp_path: Path, capsys) -> None:
+    palette = np.array([[10, 20, 30, 255], [200, 100, 0, 0], [0, 255, 0, 255]], dtype=np.uint8)
+    labels = np.arange(35).reshape(5, 7) % 3
+    source = tmp_path / "binary-alpha.kmq"
+    kmcodec.write(source, kmcodec.KMQImage(palette, labels))
+    assert run_cli(capsys, "decode", str(source), str(tmp_path / "out.gif"))[0] == 0
+    with Image.open(tmp_path / "out.gif") as written:
+        rgba = np.asarray(written.convert("RGBA"))
+    expected = palette[labels]
+    assert np.array_equal(rgba[:, :, 3], expected[:, :, 3])
+    opaque = expected[:, :, 3] == 255
+    assert np.array_equal(rgba[opaque], expected[opaque])
