@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -95,3 +97,30 @@ def test_damaged_payload_fails_on_load_not_silently() -> None:
     with Image.open(VECTORS / "bad-flipbit-payload.kmq") as image:
         with pytest.raises(OSError, match="CRC"):
             image.load()
+
+
+MANIFEST = json.loads((VECTORS / "manifest.json").read_text())
+
+
+@pytest.mark.parametrize("name", sorted(MANIFEST))
+def test_every_conformance_vector_through_pillow(name: str) -> None:
+    """Valid vectors open to the manifest's pixels; corrupt ones fail at open (UnidentifiedImageError) or at
+    load (OSError), never with another exception. Trailing bytes are the one exception: the plugin reads
+    one image from a stream and, as Pillow's other plugins do, ignores what follows (spec section 7 step 8)."""
+    entry = MANIFEST[name]
+    data = (VECTORS / name).read_bytes()
+    if "error" not in entry:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = image.convert("RGBA" if entry["channels"] == 4 else "RGB").tobytes()
+        assert hashlib.sha256(pixels).hexdigest() == entry["pixels_sha256"]
+        return
+    if entry["error"] == "trailing":
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+        return
+    try:
+        image = Image.open(io.BytesIO(data))
+    except UnidentifiedImageError:
+        return
+    with image, pytest.raises(OSError, match="broken KMQ file"):
+        image.load()
