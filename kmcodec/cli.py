@@ -51,6 +51,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _seed_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"seed must be 0 to 4294967295, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -63,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("input", type=Path, help="input image (PNG, JPEG, WebP, GIF, TIFF, BMP, ...)")
     enc.add_argument("output", type=Path, help="output .kmq file")
     enc.add_argument("-k", "--colors", dest="k", type=_k_value, required=True, help="palette size, 1 to 65536")
-    enc.add_argument("--seed", type=int, default=0, help="random seed; same input and seed give the same file")
+    enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
     enc.add_argument("--coding", choices=sorted(CODINGS_BY_NAME), default=api.DEFAULT_CODING, help="label coding")
     enc.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
     enc.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")

@@ -112,6 +112,7 @@ def test_corrupt_kmq_exits_1_naming_file_and_problem(vector: str, tmp_path: Path
 @pytest.mark.parametrize("argv", [
     [], ["frobnicate"], ["encode", "in.png", "out.kmq"], ["encode", "in.png", "out.kmq", "-k", "0"],
     ["encode", "in.png", "out.kmq", "-k", "65537"], ["encode", "in.png", "out.kmq", "-k", "many"],
+    ["encode", "in.png", "out.kmq", "-k", "4", "--seed", "-1"], ["encode", "in.png", "out.kmq", "-k", "4", "--seed", "4294967296"],
     ["decode", "in.kmq"], ["decode", "in.kmq", "out.png", "--max-pixels", "0"], ["info"],
 ])
 def test_usage_errors_exit_2(argv: list[str], capsys) -> None:
