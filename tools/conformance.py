@@ -127,9 +127,15 @@ def command_runner(template: str, *, shell: bool = False, timeout: float = DEFAU
     return run
 
 
+def _import_from_checkout() -> None:
+    """Make this checkout's kmcodec importable (it is run from the source tree, not installed)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+
+
 def in_process_cli_runner() -> Callable[[Path, Path], tuple[int | None, str]]:
     """kmcodec's CLI (`kmcodec decode IN OUT`) called in this process: the same code path, without a Python start-up per file."""
-    sys.path.insert(0, str(ROOT))
+    _import_from_checkout()
     from kmcodec.cli import main as cli_main
 
     def run(source: Path, out: Path) -> tuple[int | None, str]:
@@ -166,7 +172,7 @@ def run_decoder_suite(
 def run_python_suite(vectors_dir: Path, manifest: Mapping[str, Mapping]) -> list[Outcome]:
     """kmcodec's API in-process: valid vectors must decode to the manifest's pixels, corrupt ones must raise
     the KMQError subclass of exactly the manifest's kind."""
-    sys.path.insert(0, str(ROOT))
+    _import_from_checkout()
     import kmcodec
 
     outcomes = []
