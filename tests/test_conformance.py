@@ -271,3 +271,8 @@ def test_the_c_decoder_checking_in_spec_order_reports_the_manifest_kinds(c_decod
         assert done.returncode == 1, name
         assert done.stderr.split(":")[1].strip() == MANIFEST[name]["error"], (name, done.stderr)
         assert not (tmp_path / "out.raw").exists()
+
+
+def test_a_decoder_that_cannot_start_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert conformance.main(["--decoder", f"{tmp_path / 'missing-decoder'} {{in}} {{out}}"], stream=io.StringIO()) == 2
+    assert "cannot run" in capsys.readouterr().err

@@ -11,7 +11,7 @@ Pillow reads (compared as RGB or RGBA, as the file declares), with raw it is the
 decoded bytes of spec section 7 step 9 (channels bytes per pixel, row-major).
 A corrupt vector (bad-…) passes when the command exits non-zero (not by a signal
 or timeout) and leaves no file behind. Only --python can check the error kind.
-Exit code 0 when everything passes, 1 on any failure, 2 on a usage error.
+Exit code 0 when everything passes, 1 on any failure, 2 on a usage error or a decoder that cannot start.
 """
 
 from __future__ import annotations
@@ -35,6 +35,10 @@ ROOT = Path(__file__).resolve().parent.parent
 VECTORS_DIR = ROOT / "spec" / "vectors"
 DEFAULT_DECODER = f"{shlex.quote(sys.executable)} -m kmcodec decode {{in}} {{out}}"
 DEFAULT_TIMEOUT = 60.0
+
+
+class DecoderUnavailable(Exception):
+    """The decoder command cannot be started at all (not found, not executable)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +126,8 @@ def command_runner(template: str, *, shell: bool = False, timeout: float = DEFAU
             done = subprocess.run(argv, shell=shell, env=env, capture_output=True, text=True, errors="replace", timeout=timeout)
         except subprocess.TimeoutExpired:
             return None, ""
+        except OSError as exc:  # the command itself cannot run: no point in trying the other vectors
+            raise DecoderUnavailable(f"cannot run {template!r}: {exc.strerror or exc}") from None
         return done.returncode, done.stderr
 
     return run
@@ -251,7 +257,11 @@ def main(argv: Sequence[str] | None = None, stream: TextIO = sys.stdout) -> int:
             runner = in_process_cli_runner()
         else:
             runner = command_runner(args.decoder or DEFAULT_DECODER, shell=args.shell, timeout=args.timeout)
-        outcomes = run_decoder_suite(runner, args.vectors, manifest, args.output_format)
+        try:
+            outcomes = run_decoder_suite(runner, args.vectors, manifest, args.output_format)
+        except DecoderUnavailable as exc:
+            print(f"conformance: error: {exc}", file=sys.stderr)
+            return 2
     print_table(outcomes, stream, failures_only=args.failures_only)
     return 0 if all(o.passed for o in outcomes) else 1
 

@@ -28,7 +28,7 @@ import sys
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS_DIR = ROOT / "spec" / "vectors"
@@ -232,6 +232,7 @@ def fixed_labels(count: int, k: int, seed: int) -> tuple[int, ...]:
 
 
 def channel_name(channels: int) -> str:
+    """'rgb' or 'rgba', as vector names spell the channel count."""
     return "rgba" if channels == 4 else "rgb"
 
 
