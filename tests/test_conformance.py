@@ -185,7 +185,8 @@ def test_valid_vectors_cover_every_label_width_channel_count_and_shape() -> None
     assert {f["channels"] for f in seen} == {3, 4}
     for bits in range(9):  # cheap palettes: both channel counts for every small width
         assert {f["channels"] for f in seen if f["label_bits"] == bits} == {3, 4}, bits
-    assert {1, 2, 3, 4, 5, 8, 9, 16, 17, 255, 256, 257, 65536} <= {f["k"] for f in seen}
+    assert {1, 2, 3, 4, 5, 8, 9, 16, 17, 33, 65, 129, 255, 256, 257, 513, 1025, 2049, 4097, 8193, 16385, 32769,
+            65535, 65536} <= {f["k"] for f in seen}
     assert any(f["width"] == f["height"] == 1 for f in seen)
     assert any(f["width"] == 1 and f["height"] > 1 for f in seen)
     assert any(f["height"] == 1 and f["width"] > 1 for f in seen)
