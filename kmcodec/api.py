@@ -16,7 +16,7 @@ import numpy as np
 from .atomic import atomic_output
 from .codings import check_payload_length, coding_for_id, coding_for_name
 from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, Header, build_file, parse_header, read_container
-from .errors import KMQError
+from .errors import CodingError, KMQError, LabelError, LimitError
 from .image import KMQImage
 from .imageio import ImageSource, load_pixels
 from .quantize import DEFAULT_ENGINE, quantize_pixels
@@ -27,9 +27,15 @@ Source = Union[PathLike, bytes, bytearray, memoryview, BinaryIO]
 DEFAULT_CODING = "raw"
 
 
-def quantize(image: ImageSource, k: int, *, seed: int = 0, engine: str = DEFAULT_ENGINE) -> KMQImage:
-    """Quantize an image (path, bytes, file, Pillow image or array) to at most k colours."""
-    pixels = load_pixels(image)
+def quantize(
+    image: ImageSource, k: int, *, seed: int = 0, engine: str = DEFAULT_ENGINE, max_pixels: int | None = None
+) -> KMQImage:
+    """Quantize an image (path, bytes, file, Pillow image or array) to at most k colours.
+
+    max_pixels bounds the input image's pixel count before it is decoded (default:
+    Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS).
+    """
+    pixels = load_pixels(image, max_pixels=max_pixels)
     palette, labels = quantize_pixels(pixels, k, seed=seed, engine=engine)
     return KMQImage(palette, labels)
 
@@ -41,12 +47,13 @@ def encode(
     coding: str = DEFAULT_CODING,
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
+    max_pixels: int | None = None,
 ) -> bytes:
-    """Return the .kmq bytes of a KMQImage, or of any image quantized to k colours first."""
+    """Return the .kmq bytes of a KMQImage, or of any image quantized to k colours first (see quantize)."""
     if not isinstance(image, KMQImage):
         if k is None:
             raise TypeError("encode() needs k to quantize an image that is not already a KMQImage")
-        image = quantize(image, k, seed=seed, engine=engine)
+        image = quantize(image, k, seed=seed, engine=engine, max_pixels=max_pixels)
     chosen = coding_for_name(coding)
     header = Header(
         width=image.width, height=image.height, channels=image.channels, k=image.k, coding=chosen.id, payload_length=0
@@ -65,9 +72,40 @@ def decode(
         stream, max_pixels=max_pixels, check_payload_length=check_payload_length, allow_trailing=allow_trailing
     )
     header = raw.header
-    labels = coding_for_id(header.coding).decode(raw.payload, header)
+    labels = _decode_labels(raw.payload, header)
     palette = np.frombuffer(raw.palette, dtype=np.uint8).reshape(header.k, header.channels)
     return KMQImage(palette, labels.reshape(header.height, header.width))
+
+
+def _decode_labels(payload: bytes, header: Header) -> np.ndarray:
+    """Run the header's coding on the payload and check what it returns, whatever the coding.
+
+    A coding is expected to raise KMQError subclasses itself; anything else it
+    raises on hostile data (zlib.error, IndexError, ...) is reported as a
+    CodingError chained to the original, so no other exception type escapes
+    decode(). Its output is checked for count and range here too.
+    """
+    coding = coding_for_id(header.coding)
+    where = f"payload at offset {HEADER_SIZE + header.palette_size}"
+    try:
+        labels = coding.decode(payload, header)
+    except KMQError:
+        raise
+    except MemoryError:
+        raise LimitError(f"{where}: decoding the {coding.name} payload needs more memory than is available") from None
+    except Exception as exc:  # noqa: BLE001 - the safety net described above
+        raise CodingError(f"{where}: {coding.name} payload cannot be decoded ({type(exc).__name__}: {exc})") from exc
+    labels = np.asarray(labels).reshape(-1)
+    if labels.size != header.pixel_count or labels.dtype.kind not in "ui":
+        raise CodingError(
+            f"{where}: {coding.name} payload decodes to {labels.size} labels, the header declares "
+            f"{header.width}x{header.height} = {header.pixel_count}"
+        )
+    if labels.size and (np.iinfo(labels.dtype).max >= header.k or labels.dtype.kind == "i"):
+        if int(labels.max()) >= header.k or int(labels.min()) < 0:
+            pixel = int(np.argmax((labels >= header.k) | (labels < 0)))
+            raise LabelError(f"{where}: pixel {pixel} has label {int(labels[pixel])}, not in 0..{header.k - 1}")
+    return labels
 
 
 def read(source: Source, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> KMQImage:
@@ -91,12 +129,13 @@ def write(
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
     overwrite: bool = False,
+    max_pixels: int | None = None,
 ) -> int:
     """Encode an image and write it to a path (atomically) or a binary file object; return bytes written.
 
     A path is never left half-written, and an existing file is replaced only when overwrite=True.
     """
-    data = encode(image, k, coding=coding, seed=seed, engine=engine)
+    data = encode(image, k, coding=coding, seed=seed, engine=engine, max_pixels=max_pixels)
     if isinstance(destination, (str, os.PathLike)):
         with atomic_output(destination, overwrite=overwrite) as handle:
             handle.write(data)

@@ -1,13 +1,17 @@
 """Write files atomically: to a temporary file in the target directory, fsync, then rename into place.
 
-A run killed at any moment leaves either the old file (or none) or the complete new one.
+A run killed at any moment (even by SIGKILL) leaves either the old file (or none)
+or the complete new one at the target path. The temporary file is a hidden
+`.NAME.PID.RANDOM.part` beside the target; one left behind by a killed process
+is removed by the next write to the same target once that process is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -16,47 +20,92 @@ class OutputExistsError(FileExistsError):
     """The output exists and overwriting was not allowed."""
 
 
+def _exists_error(target: Path) -> OutputExistsError:
+    return OutputExistsError(f"{target}: output exists (use --force / overwrite=True to replace it)")
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[BinaryIO]:
-    """Yield a binary file to write; on success it replaces `path` atomically, on error it vanishes."""
+    """Yield a binary file to write; on success it replaces `path` atomically, on error it vanishes.
+
+    Without `overwrite`, the file is published with link(), which fails if the
+    target appeared meanwhile, so a file created by someone else during the run
+    is never clobbered. Errors name the target, never the temporary file.
+    """
     target = Path(path)
-    if not overwrite and target.exists():
-        raise OutputExistsError(f"{target}: output exists (use --force / overwrite=True to replace it)")
-    directory = target.parent if str(target.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=directory)
-    tmp = Path(tmp_name)
+    if not overwrite and (target.exists() or target.is_symlink()):
+        raise _exists_error(target)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
+    directory = target.parent
+    _remove_stale_temporaries(directory, target.name)
+    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+    except OSError as exc:
+        reason = "directory does not exist" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else exc.strerror
+        raise OSError(exc.errno, f"cannot create the output: {reason}", str(target)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        if overwrite:
-            os.replace(tmp, target)
-        else:
-            # link() fails if the target appeared meanwhile, so a concurrent writer is never clobbered
-            try:
-                os.link(tmp, target)
-            except FileExistsError:
-                raise OutputExistsError(f"{target}: output exists (use --force / overwrite=True to replace it)") from None
-            except OSError:
-                os.replace(tmp, target)  # file systems without hard links
-            else:
-                tmp.unlink()
+        _publish(tmp, target, overwrite)
         _fsync_directory(directory)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             tmp.unlink()
         raise
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would briefly alter process state)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    return 0o022
+def _publish(tmp: Path, target: Path, overwrite: bool) -> None:
+    """Move the finished temporary file to the target: replace, or link (no clobber) then unlink."""
+    try:
+        if overwrite:
+            os.replace(tmp, target)
+            return
+        try:
+            os.link(tmp, target)
+        except FileExistsError:
+            raise _exists_error(target) from None
+        except OSError as exc:
+            if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK, errno.ENOSYS):
+                raise
+            # a file system without hard links: check, then rename (a narrow race remains there only)
+            if target.exists():
+                raise _exists_error(target) from None
+            os.replace(tmp, target)
+        else:
+            tmp.unlink()
+    except OSError as exc:
+        if isinstance(exc, OutputExistsError):
+            raise
+        raise OSError(exc.errno, f"cannot write the output: {exc.strerror}", str(target)) from None
+
+
+def _remove_stale_temporaries(directory: Path, name: str) -> None:
+    """Delete temporaries of `name` left by processes that no longer exist (a SIGKILLed earlier run)."""
+    prefix = f".{name}."
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(directory):
+            if not (entry.name.startswith(prefix) and entry.name.endswith(".part")):
+                continue
+            pid_text = entry.name[len(prefix) : -len(".part")].split(".")[0]
+            if pid_text.isdigit() and not _process_alive(int(pid_text)):
+                with contextlib.suppress(OSError):
+                    os.unlink(entry.path)
+
+
+def _process_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, OSError):
+        return True
+    return True
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,6 +77,13 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
     enc.add_argument("--coding", choices=sorted(CODINGS_BY_NAME), default=api.DEFAULT_CODING, help="label coding")
     enc.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
+    enc.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        default=None,
+        help="refuse larger input images (default: Pillow's decompression-bomb limit, "
+        "about 89 MP); raise it for big trusted images",
+    )
     enc.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     enc.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
@@ -135,6 +143,8 @@ def _check_output(path: Path, force: bool) -> None:
     parent = path.parent if str(path.parent) else Path(".")
     if not parent.is_dir():
         raise CommandError(f"{path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise CommandError(f"{path}: directory {parent} is not writable")
 
 
 def _with_name(path: Path, exc: KMQError) -> KMQError:
@@ -147,9 +157,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     _check_output(args.output, args.force)
     if not args.input.exists():
         raise CommandError(f"{args.input}: no such file")
+    if args.input.is_dir():
+        raise CommandError(f"{args.input}: is a directory, not an image")
     started = time.perf_counter()
     try:
-        image = api.quantize(args.input, args.k, seed=args.seed, engine=args.engine)
+        image = api.quantize(args.input, args.k, seed=args.seed, engine=args.engine, max_pixels=args.max_pixels)
         data = api.encode(image, coding=args.coding)
     except KMQError as exc:
         raise _with_name(args.input, exc) from None
@@ -184,11 +196,11 @@ def cmd_decode(args: argparse.Namespace) -> int:
         with atomic_output(args.output, overwrite=args.force) as handle:
             handle.write(data)
     else:
-        picture = image.to_pil()
-        if image_format in ("JPEG", "BMP", "PPM") and picture.mode == "RGBA":
+        if image_format in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
             raise CommandError(f"{args.output}: {image_format} cannot store alpha; use .png or .webp")
         if image_format == "GIF" and image.channels == 4 and not np.isin(image.palette[:, 3], (0, 255)).all():
             raise CommandError(f"{args.output}: GIF cannot store partial transparency; use .png or .webp")
+        picture = image.to_pil()
         # WebP: lossless, and exact so the colours of fully transparent pixels are kept as stored (spec section 4)
         options = {"lossless": True, "exact": True} if image_format == "WEBP" else {}
         with atomic_output(args.output, overwrite=args.force) as handle:

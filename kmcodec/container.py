@@ -114,7 +114,8 @@ def parse_header(data: bytes, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Header
         raise HeaderError(f"header: label_bits is {bits} at offset 11, must be ceil(log2 {k}) = {label_bits(k)}")
     if width * height > max_pixels:
         raise LimitError(
-            f"header: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
+            f"header: {width}x{height} = {width * height} pixels (offset 12) exceeds the limit of "
+            f"{max_pixels} pixels (raise max_pixels / --max-pixels for a trusted file)"
         )
     return Header(
         width=width,
@@ -153,6 +154,19 @@ def read_exact(stream: BinaryIO, size: int, section: str, offset: int) -> bytes:
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
+def read_up_to(stream: BinaryIO, size: int) -> bytes:
+    """Read `size` bytes, or fewer only if the stream ends (a pipe or socket may return short reads)."""
+    parts = []
+    remaining = size
+    while remaining > 0:
+        part = stream.read(remaining)
+        if not part:
+            break
+        parts.append(bytes(part))
+        remaining -= len(part)
+    return b"".join(parts)
+
+
 @dataclass(frozen=True)
 class RawContainer:
     """A container read and CRC-checked but not yet decoded: header, palette bytes, payload bytes."""
@@ -175,7 +189,7 @@ def read_container(
     before the payload is read, so a coding can reject an impossible length
     without the payload ever being allocated.
     """
-    head = stream.read(HEADER_SIZE)
+    head = read_up_to(stream, HEADER_SIZE)
     header = parse_header(head, max_pixels=max_pixels)
     if check_payload_length is not None:
         check_payload_length(header)

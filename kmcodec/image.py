@@ -14,6 +14,10 @@ if TYPE_CHECKING:
     from PIL import Image
 
 
+#: Pixels expanded at a time by to_pil (bounds the temporary RGB(A) block to a few MB).
+_EXPAND_CHUNK_PIXELS = 1 << 20
+
+
 @dataclass(frozen=True, eq=False)
 class KMQImage:
     """A palette image: `palette` is (k, channels) uint8, `labels` is (height, width) of indices < k.
@@ -83,10 +87,16 @@ class KMQImage:
         return pixels if dtype is None else pixels.astype(dtype)
 
     def to_pil(self) -> "Image.Image":
-        """Expand to a Pillow image in RGB or RGBA mode."""
+        """Expand to a Pillow image in RGB or RGBA mode, in row chunks so no full-size pixel array is made."""
         from PIL import Image
 
-        return Image.fromarray(self.to_array(), self.mode)
+        picture = Image.new(self.mode, (self.width, self.height))
+        rows = max(1, _EXPAND_CHUNK_PIXELS // self.width)
+        for top in range(0, self.height, rows):
+            block = np.take(self.palette, self.labels[top : top + rows], axis=0)
+            strip = Image.frombuffer(self.mode, (self.width, block.shape[0]), block.tobytes(), "raw", self.mode, 0, 1)
+            picture.paste(strip, (0, top))
+        return picture
 
     def to_pil_palette(self) -> "Image.Image":
         """Return a Pillow mode-P image (k <= 256), with alpha as the palette's transparency."""

@@ -7,9 +7,12 @@ is kept as a 4th channel unless every pixel is fully opaque.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
+import threading
 import warnings
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -22,15 +25,28 @@ ImageSource = Union[str, Path, bytes, BinaryIO, np.ndarray, Image.Image]
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
+#: Serializes the rare temporary raise of Pillow's module-wide bomb limit (see _pillow_limit_lifted).
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
-def load_pixels(source: ImageSource, *, name: str | None = None) -> np.ndarray:
-    """Return the image as a C-contiguous (height, width, 3 or 4) uint8 array."""
+
+def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Return the image as a C-contiguous (height, width, 3 or 4) uint8 array.
+
+    An image of more than `max_pixels` pixels (default: Pillow's
+    PIL.Image.MAX_IMAGE_PIXELS) is refused with InputImageError before its pixel
+    data is decoded; a larger max_pixels admits big trusted images.
+    """
+    if max_pixels is not None and max_pixels < 1:
+        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
     if isinstance(source, np.ndarray):
+        if source.ndim >= 2:
+            _check_pixel_count(source.shape[1], source.shape[0], max_pixels, "pixel array")
         return _array_pixels(source)
     if isinstance(source, Image.Image):
+        _check_pixel_count(source.width, source.height, max_pixels, name or "<input image>")
         return pil_to_pixels(source)
     label = name or _describe(source)
-    opened = _open(source, label)
+    opened = _open(source, label, max_pixels)
     try:
         return pil_to_pixels(opened, name=label)
     finally:
@@ -43,13 +59,54 @@ def _describe(source: object) -> str:
     return getattr(source, "name", None) or "<input image>"
 
 
-def _open(source: str | Path | bytes | BinaryIO, label: str) -> Image.Image:
+def _check_pixel_count(width: int, height: int, max_pixels: int | None, label: str) -> None:
+    """Refuse an image above the explicit limit (arrays and Pillow images: no Pillow bomb limit applies)."""
+    if max_pixels is not None and width * height > max_pixels:
+        raise InputImageError(
+            f"{label}: {width}x{height} = {width * height} pixels exceeds the limit of {max_pixels} pixels"
+        )
+
+
+@contextlib.contextmanager
+def _pillow_limit_lifted(max_pixels: int | None):
+    """Disable Pillow's own bomb check for the duration of one open+load when the caller set a higher limit.
+
+    Pillow raises DecompressionBombError at 2 x MAX_IMAGE_PIXELS from inside
+    Image.open (and some plugins' load), before we can apply our own limit.
+    kmcodec checks the size itself right after open, so for an explicitly
+    larger limit Pillow's check is switched off here and restored at once.
+    """
+    ceiling = Image.MAX_IMAGE_PIXELS
+    if max_pixels is None or ceiling is None or max_pixels <= ceiling:
+        yield
+        return
+    with _PILLOW_LIMIT_LOCK:
+        saved = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            yield
+        finally:
+            Image.MAX_IMAGE_PIXELS = saved
+
+
+def _open(source: str | Path | bytes | BinaryIO, label: str, max_pixels: int | None = None) -> Image.Image:
     if isinstance(source, (bytes, bytearray, memoryview)):
         source = io.BytesIO(bytes(source))
+    limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
+    image = None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with warnings.catch_warnings(), _pillow_limit_lifted(max_pixels):
+            # kmcodec applies one limit itself (below); Pillow's warning between 1x and 2x its limit is redundant
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(source)
+            width, height = image.size
+            if limit is not None and width * height > limit:
+                raise InputImageError(
+                    f"{label}: refused as a possible decompression bomb: {width}x{height} = {width * height} "
+                    f"pixels exceeds the limit of {limit} pixels"
+                    + (" (Pillow's MAX_IMAGE_PIXELS)" if max_pixels is None else "")
+                    + "; pass a larger max_pixels / --max-pixels if the image is trusted"
+                )
             image.load()
         return image
     except FileNotFoundError:
@@ -60,13 +117,21 @@ def _open(source: str | Path | bytes | BinaryIO, label: str) -> Image.Image:
         raise InputImageError(f"{label}: permission denied") from None
     except UnidentifiedImageError:
         raise InputImageError(f"{label}: not an image format Pillow can read") from None
+    except InputImageError:
+        if image is not None:
+            image.close()
+        raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise InputImageError(
             f"{label}: refused as a possible decompression bomb ({exc}); "
-            "raise PIL.Image.MAX_IMAGE_PIXELS if the image is trusted"
+            "pass a larger max_pixels / --max-pixels if the image is trusted"
         ) from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
-        raise InputImageError(f"{label}: cannot read image: {exc}") from None
+    except MemoryError:
+        raise InputImageError(f"{label}: not enough memory to decode the image") from None
+    except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, zlib.error) as exc:
+        if image is not None:
+            image.close()
+        raise InputImageError(f"{label}: cannot read image: {exc or type(exc).__name__}") from None
 
 
 def pil_to_pixels(image: Image.Image, *, name: str = "<input image>") -> np.ndarray:
