@@ -49,7 +49,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         with os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            os.fsync(fd)
         _publish(tmp, target, overwrite)
         _fsync_directory(directory)
     except BaseException:

@@ -116,7 +116,9 @@ def _open(source: str | Path | bytes | BinaryIO, label: str, max_pixels: int | N
     except PermissionError:
         raise InputImageError(f"{label}: permission denied") from None
     except UnidentifiedImageError:
-        raise InputImageError(f"{label}: not an image format Pillow can read") from None
+        raise InputImageError(
+            f"{label}: cannot identify the image (not a format Pillow reads, or its header is damaged)"
+        ) from None
     except InputImageError:
         if image is not None:
             image.close()
