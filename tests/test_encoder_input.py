@@ -138,10 +138,11 @@ def test_sixteen_bit_images_encode_with_their_8_bit_colours(tmp_path, capsys) ->
 
 
 def test_cmyk_jpeg_encodes_close_to_the_rgb_original(tmp_path, capsys, china) -> None:
+    china = china[150:278, 250:442]  # a crop keeps the k-means step short
     path = tmp_path / "china-cmyk.jpg"
     Image.fromarray(china).convert("CMYK").save(path, quality=95)
     assert Image.open(path).mode == "CMYK"
-    code, _, err = run_cli(capsys, "encode", path, tmp_path / "cmyk.kmq", "-k", "64", "-q")
+    code, _, err = run_cli(capsys, "encode", path, tmp_path / "cmyk.kmq", "-k", "16", "-q")
     assert code == 0, err
     decoded = api.read(tmp_path / "cmyk.kmq").to_array().astype(np.float64)
     psnr = 10 * np.log10(255.0**2 / np.mean((decoded - china) ** 2))
