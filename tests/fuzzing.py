@@ -125,7 +125,7 @@ def mutate(data: bytes, rng: random.Random, kind: str | None = None) -> tuple[st
         else:
             del out[position : min(position + count, len(out) - TRAILER_SIZE)]
         (length,) = struct.unpack_from(">Q", out, 24)
-        new_length = max(0, len(out) - len(data) + length)
+        new_length = min(max(0, len(out) - len(data) + length), 2**64 - 1)
         struct.pack_into(">Q", out, 24, new_length)
         fix_header_crc(out)
         fix_trailer_crc(out)
