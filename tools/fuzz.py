@@ -37,6 +37,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 HANG_FLOOR = 0.1
 
 
+def _message_shape(message: str) -> str:
+    """'header: channels is 7 at offset 9' -> 'header-channels': the section and the first word of the problem."""
+    section, _, rest = message.partition(": ")
+    words = [w for w in rest.replace("(", " ").split() if w.isalpha() or "_" in w]
+    return "-".join([section.split()[0] if section else "?", *(words[:1])])
+
+
 class Campaign:
     """Runs inputs through the decoder and keeps the tallies the report prints."""
 
@@ -87,8 +94,7 @@ class Campaign:
             if cause is not None and not isinstance(cause, self.KMQError):
                 self.net_count += 1
                 self.net_catches.setdefault(f"{type(cause).__name__}: {str(cause)[:80]}", data)
-            section = str(exc).split(":", 1)[0].split()[0] if str(exc) else "?"
-            self.examples.setdefault(f"{exc.kind}/{section}", data)
+            self.examples.setdefault(f"{exc.kind}/{_message_shape(str(exc))}", data)
         except Exception as exc:  # noqa: BLE001 - a crash is what we are looking for
             self.crash_count += 1
             key = f"{type(exc).__name__}: {str(exc)[:100]}"
