@@ -71,7 +71,7 @@ def decode_bounded(data: bytes) -> None:
     assert peak - before < 1_000_000 + 8 * len(data) + 8 * max(pixels, FUZZ_MAX_PIXELS)
 
 
-@settings(max_examples=1500, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_mutated_files_of_every_coding_raise_only_kmq_errors(seeds, data) -> None:
     name, original = seeds[data.draw(st.integers(0, len(seeds) - 1), label="seed")]
