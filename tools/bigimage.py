@@ -27,6 +27,7 @@ from PIL import Image
 Image.MAX_IMAGE_PIXELS = None  # this tool makes and trusts its own big input
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 GNOME = Path("/usr/share/backgrounds/gnome")
 LIMIT_BYTES = 4 * 1024**3
 
