@@ -43,7 +43,8 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as exc:
-        reason = "directory does not exist" if exc.errno in (errno.ENOENT, errno.ENOTDIR) else exc.strerror
+        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not directory.is_dir()
+        reason = "directory does not exist" if missing else exc.strerror
         raise OSError(exc.errno, f"cannot create the output: {reason}", str(target)) from None
     try:
         with os.fdopen(fd, "wb") as handle:
