@@ -33,8 +33,12 @@ HEADER_FIELDS = (
 MUTATIONS = ("bitflip", "truncate", "insert", "delete", "header_field", "body_bytes", "body_splice", "stack")
 
 
-def seed_images(china: np.ndarray) -> list[KMQImage]:
-    """Small images covering label widths 0, 1, 2, 3, 4, 8, 9 and 13 bits, RGB and RGBA."""
+def seed_images(china: np.ndarray, *, large: bool = False) -> list[KMQImage]:
+    """Small images covering label widths 0, 1, 2, 3, 4, 8, 9 and 13 bits, RGB and RGBA.
+
+    With `large`, also a 420 x 320 crop at k = 16 (a 67 KB payload), so the time
+    bound per megabyte is measured on inputs big enough to mean something.
+    """
     crop = china[200:216, 300:324]
     images = [api.quantize(crop, k) for k in (1, 2, 5, 16, 200)]
     alpha = np.concatenate([crop[:9, :11], np.full((9, 11, 1), 128, np.uint8)], axis=2)
@@ -44,13 +48,15 @@ def seed_images(china: np.ndarray) -> list[KMQImage]:
     for k, shape in ((300, (7, 9)), (4097, (5, 6))):
         palette = rng.integers(0, 256, (k, 3), dtype=np.uint8)
         images.append(KMQImage(palette, rng.integers(0, k, shape)))
+    if large:
+        images.append(api.quantize(china[40:360, 100:520], 16))
     return images
 
 
-def seed_files(china: np.ndarray) -> list[tuple[str, bytes]]:
+def seed_files(china: np.ndarray, *, large: bool = False) -> list[tuple[str, bytes]]:
     """(description, valid .kmq bytes) for every seed image in every registered coding."""
     files = []
-    for image in seed_images(china):
+    for image in seed_images(china, large=large):
         for coding in CODINGS.values():
             data = api.encode(image, coding=coding.name)
             files.append((f"{coding.name}-k{image.k}-{image.mode}-{image.width}x{image.height}", data))

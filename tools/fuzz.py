@@ -178,7 +178,7 @@ def seed_corpus() -> list[bytes]:
     import fuzzing
     from sklearn.datasets import load_sample_image
 
-    return [data for _, data in fuzzing.seed_files(load_sample_image("china.jpg"))]
+    return [data for _, data in fuzzing.seed_files(load_sample_image("china.jpg"), large=True)]
 
 
 def run_mutate(campaign: Campaign, seeds: list[bytes], runs: int, seed: int) -> None:
@@ -212,7 +212,7 @@ def run_atheris(campaign: Campaign, seeds: list[bytes], runs: int, seed: int, co
         return mutated[:max_size]
 
     campaign.report_at = runs
-    argv = [sys.argv[0], f"-runs={runs}", f"-seed={seed}", "-max_len=131072", "-rss_limit_mb=4096",
+    argv = [sys.argv[0], f"-runs={runs}", f"-seed={seed}", "-max_len=262144", "-rss_limit_mb=4096",
             "-print_final_stats=1", str(corpus)]
     atheris.Setup(argv, campaign.run, custom_mutator=mutator)
     atheris.Fuzz()
