@@ -10,7 +10,6 @@ from __future__ import annotations
 import random
 import struct
 import zlib
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -148,12 +147,14 @@ def mutate(data: bytes, rng: random.Random, kind: str | None = None) -> tuple[st
     raise ValueError(f"unknown mutation {kind!r}")
 
 
-@dataclass
-class Outcome:
-    """What one decode did: the exception type name ('' for success), error kind, seconds, peak bytes."""
+def work_bytes(data: bytes, max_pixels: int) -> int:
+    """Input bytes plus the bytes of the image its header declares (when within the decoder's limit).
 
-    exception: str
-    kind: str
-    seconds: float
-    message: str = ""
-    wrapped: str = ""  # a non-KMQError a coding raised, caught by api's safety net
+    The time bound is 1 s per MB of both together: a compressing coding legitimately
+    expands a small input into many pixels, and a decoder refuses more than max_pixels.
+    """
+    if len(data) < HEADER_SIZE:
+        return len(data)
+    channels, width, height = data[9], int.from_bytes(data[12:16], "big"), int.from_bytes(data[16:20], "big")
+    pixels = width * height
+    return len(data) + (pixels * min(channels, 4) if pixels <= max_pixels else 0)
