@@ -70,7 +70,11 @@ def decode_bounded(data: bytes) -> None:
     work = fuzzing.work_bytes(data, FUZZ_MAX_PIXELS)
     assert elapsed < 0.25 + work / 1e6, f"decode took {elapsed:.3f} s for {len(data)} bytes, {pixels} pixels"
     # the declared image (labels, a copy, a mask) and a few copies of the input, never more
-    assert peak - before < 1_000_000 + 8 * len(data) + 8 * max(pixels, FUZZ_MAX_PIXELS)
+    bound = 1_000_000 + 8 * len(data) + 8 * max(pixels, FUZZ_MAX_PIXELS)
+    assert peak - before < bound, (
+        f"decoding {len(data)} bytes (coding {data[10] if len(data) > 10 else '?'}) allocated {peak - before} "
+        f"bytes, over the bound of {bound} for the input and the declared image"
+    )
 
 
 @settings(max_examples=1000, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
