@@ -117,7 +117,7 @@ def _open(source: str | Path | bytes | BinaryIO, label: str, max_pixels: int | N
         raise InputImageError(f"{label}: permission denied") from None
     except UnidentifiedImageError:
         raise InputImageError(
-            f"{label}: cannot identify the image (not a format Pillow reads, or its header is damaged)"
+            f"{label}: not an image format Pillow can read (or its header is damaged)"
         ) from None
     except InputImageError:
         if image is not None:

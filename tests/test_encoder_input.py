@@ -70,9 +70,9 @@ def corrupt_cases(png: bytes) -> dict[str, tuple[bytes, str]]:
         "corrupt.png": (bytes(flipped), "cannot read image"),
         "truncated.jpg": (jpeg[:5000], "truncated"),
         "corrupt.jpg": (bytes(broken_jpeg), "cannot read image"),
-        "empty.png": (b"", "cannot identify"),
-        "text.png": (b"this is not an image\n" * 10, "cannot identify"),
-        "zero-width.png": (set_png_size(png, 0, 64), "cannot identify"),
+        "empty.png": (b"", "not an image format"),
+        "text.png": (b"this is not an image\n" * 10, "not an image format"),
+        "zero-width.png": (set_png_size(png, 0, 64), "not an image format"),
     }
 
 
