@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 import fuzzing
 from kmcodec import api
 from kmcodec.codings import CODINGS, Coding
-from kmcodec.container import HEADER_SIZE, SIGNATURE, pack_header, Header
+from kmcodec.container import HEADER_SIZE, SIGNATURE, Header, build_file
 from kmcodec.errors import (
     CodingError,
     HeaderError,
@@ -198,8 +198,6 @@ def _register(monkeypatch, decode) -> bytes:
     coding = Coding(250, "misbehaving", lambda labels, header: b"\x01\x02", decode, lambda header: None)
     monkeypatch.setitem(CODINGS, coding.id, coding)
     header = Header(width=3, height=2, channels=3, k=3, coding=250, payload_length=2)
-    from kmcodec.container import build_file
-
     return build_file(header, bytes(9), b"\x01\x02")
 
 
@@ -208,7 +206,8 @@ def test_a_coding_that_raises_a_foreign_exception_becomes_a_coding_error(monkeyp
         return zlib.decompress(payload)
 
     data = _register(monkeypatch, decode)
-    with pytest.raises(CodingError, match=r"payload at offset 45: misbehaving payload cannot be decoded \(error") as info:
+    expected = r"payload at offset 45: misbehaving payload cannot be decoded \(error"
+    with pytest.raises(CodingError, match=expected) as info:
         api.decode(data)
     assert isinstance(info.value.__cause__, zlib.error)
 
