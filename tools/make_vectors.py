@@ -634,6 +634,7 @@ def external(module: str, function: str) -> Callable[[], list[Vector]]:
 FAMILIES: list[Callable[[], Sequence[Vector | Mapping[str, object]]]] = [
     valid_vectors,
     corrupt_vectors,
+    external("found_vectors", "found_vectors"),
 ]
 
 
