@@ -79,6 +79,12 @@ class InputImageError(KMQError):
     kind = "input"
 
 
+class TargetError(KMQError):
+    """An automatic choice of k cannot meet its target (PSNR or file size) within the allowed range."""
+
+    kind = "target"
+
+
 ERROR_KINDS: dict[str, type[KMQError]] = {
     cls.kind: cls
     for cls in (

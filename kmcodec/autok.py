@@ -1,0 +1,248 @@
+"""Choose k automatically: the smallest k that meets a PSNR target, or the largest k whose file fits a size.
+
+The search never encodes a file per candidate. The colour histogram is computed once;
+each probe quantizes to one k and measures its PSNR on the histogram (distinct colours
+weighted by their pixel counts, no per-pixel work). File sizes come from the coding's
+length formula when it has one (raw: 40 + k*C + ceil(n*b/8)), and from one real encode
+per probe otherwise. Probes go up by powers of two until the goal flips, then home in
+on the crossing inside the last octave (see _first_passing), so the answer k always has
+a probed neighbour k-1 that misses the goal (or k+1 that does not fit).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import api
+from .codings import coding_for_name
+from .container import HEADER_SIZE, MAX_K, TRAILER_SIZE, Header
+from .errors import TargetError
+from .image import KMQImage
+from .metrics import psnr_from_mse
+from .quantize import DEFAULT_ENGINE, colour_histogram, quantize_pixels
+
+#: Largest k the search considers unless told otherwise (8-bit labels, a GIF-sized palette).
+DEFAULT_MAX_K = 256
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One candidate k tried by the search: its PSNR (dB) and file size (bytes, None if not needed)."""
+
+    k: int
+    psnr: float
+    size: int | None
+
+
+@dataclass(frozen=True)
+class KChoice:
+    """The result of a search: the chosen k, its quantized image and encoded bytes, and every probe made."""
+
+    k: int
+    image: KMQImage
+    data: bytes
+    psnr: float
+    goal: str
+    probes: tuple[Probe, ...]
+
+    def describe(self) -> str:
+        """One line for people: the chosen k, what it achieves, and how many probes it took."""
+        quality = "lossless" if math.isinf(self.psnr) else f"PSNR {self.psnr:.2f} dB"
+        return f"k={self.k} chosen for {self.goal}: {quality}, {len(self.data):,} bytes, {len(self.probes)} probes"
+
+
+class _Prober:
+    """Quantizes one image at candidate k values and remembers each result, measuring it on the histogram."""
+
+    def __init__(self, pixels: np.ndarray, *, coding: str, seed: int, engine: str) -> None:
+        self.pixels = pixels
+        self.coding = coding_for_name(coding)
+        self.seed = seed
+        self.engine = engine
+        colours, counts, inverse = colour_histogram(pixels)
+        self.colours = colours.astype(np.float64)
+        self.counts = counts.astype(np.float64)
+        # one pixel index per distinct colour: without dithering every pixel of a colour gets the same label
+        self.pixel_of_colour = np.empty(colours.shape[0], dtype=np.int64)
+        self.pixel_of_colour[inverse] = np.arange(inverse.size)
+        self.distinct = colours.shape[0]
+        self.results: dict[int, tuple[KMQImage, float]] = {}
+        self.sizes: dict[int, int] = {}
+        self.encoded: dict[int, bytes] = {}
+
+    def image(self, k: int) -> tuple[KMQImage, float]:
+        """The image quantized to k colours and its PSNR (computed once per k)."""
+        if k not in self.results:
+            palette, labels = quantize_pixels(self.pixels, k, seed=self.seed, engine=self.engine)
+            colour_labels = labels.reshape(-1)[self.pixel_of_colour]
+            errors = ((self.colours - palette[colour_labels].astype(np.float64)) ** 2).sum(axis=1)
+            mse = float((errors * self.counts).sum() / (self.counts.sum() * self.pixels.shape[2]))
+            self.results[k] = (KMQImage(palette, labels), psnr_from_mse(mse))
+        return self.results[k]
+
+    def formula_size(self, k: int) -> int | None:
+        """The file size at palette size k from the coding's length formula, or None if it has none."""
+        height, width, channels = self.pixels.shape
+        header = Header(width=width, height=height, channels=channels, k=k, coding=self.coding.id, payload_length=0)
+        payload = self.coding.expected_length(header)
+        return None if payload is None else HEADER_SIZE + k * channels + payload + TRAILER_SIZE
+
+    def size(self, k: int) -> int:
+        """The real encoded size at k (one quantize and one encode, remembered)."""
+        if k not in self.sizes:
+            image, _ = self.image(k)
+            data = api.encode(image, coding=self.coding.name)
+            self.encoded[k] = data
+            self.sizes[k] = len(data)
+        return self.sizes[k]
+
+    def data(self, k: int) -> bytes:
+        """The encoded file at k."""
+        if k not in self.encoded:
+            self.size(k)
+        return self.encoded[k]
+
+    def probes(self) -> tuple[Probe, ...]:
+        return tuple(Probe(k, psnr, self.sizes.get(k)) for k, (_, psnr) in sorted(self.results.items()))
+
+
+def _first_passing(upper: int, measure: Callable[[int], float], threshold: float) -> int | None:
+    """Smallest k in 1..upper with measure(k) >= threshold, for a measure that grows with k.
+
+    Tries k = 1, 2, 4, ... (and upper) until one passes. Inside the last octave it guesses
+    where the threshold is crossed by interpolating the measure linearly in log2 k (PSNR and
+    coded size are close to linear there), then checks the guess's neighbour, so the answer
+    usually costs two probes instead of a bisection's log2 k; a guess that fails to halve
+    the bracket is followed by a plain bisection step, which bounds the worst case.
+    """
+    values: dict[int, float] = {}
+
+    def passes(candidate: int) -> bool:
+        values[candidate] = measure(candidate)
+        return values[candidate] >= threshold
+
+    failing, candidate = 0, 1
+    while True:
+        candidate = min(candidate, upper)
+        if passes(candidate):
+            break
+        if candidate == upper:
+            return None
+        failing, candidate = candidate, candidate * 2
+    passing = candidate
+    bisect_next = False
+    while passing - failing > 1:
+        width = passing - failing
+        guess = (failing + passing) // 2 if bisect_next else _interpolate(failing, passing, values, threshold)
+        if passes(guess):
+            passing = guess
+            neighbour = guess - 1
+        else:
+            failing = guess
+            neighbour = guess + 1
+        if failing < neighbour < passing:
+            if passes(neighbour):
+                passing = neighbour
+            else:
+                failing = neighbour
+        bisect_next = (passing - failing) * 2 > width
+    return passing
+
+
+def _interpolate(failing: int, passing: int, values: dict[int, float], threshold: float) -> int:
+    """Guess the k in (failing, passing) where the measure crosses threshold, linear in log2 k."""
+    low, high = values.get(failing), values[passing]
+    if failing == 0 or low is None or not (math.isfinite(low) and math.isfinite(high)) or high <= low:
+        return (failing + passing) // 2
+    fraction = (threshold - low) / (high - low)
+    guess = round(2 ** (math.log2(failing) + fraction * (math.log2(passing) - math.log2(failing))))
+    return min(max(guess, failing + 1), passing - 1)
+
+
+def _search_limit(prober: _Prober, max_k: int) -> int:
+    if not 1 <= max_k <= MAX_K:
+        raise ValueError(f"max_k must be 1 to {MAX_K}, got {max_k}")
+    return min(max_k, prober.distinct)  # at k = distinct colours the image is already lossless
+
+
+def choose_k_for_quality(
+    pixels: np.ndarray,
+    target_psnr: float,
+    *,
+    max_k: int = DEFAULT_MAX_K,
+    coding: str = api.DEFAULT_CODING,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+) -> KChoice:
+    """The smallest k (up to max_k) whose quantized image reaches target_psnr dB; raise TargetError if none does."""
+    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine)
+    upper = _search_limit(prober, max_k)
+    k = _first_passing(upper, lambda candidate: prober.image(candidate)[1], target_psnr)
+    goal = f"PSNR >= {target_psnr:g} dB"
+    if k is None:
+        best = prober.image(upper)[1]
+        raise TargetError(f"cannot reach {goal} with k <= {upper} (k={upper} gives {best:.2f} dB); raise --max-k")
+    image, psnr = prober.image(k)
+    return KChoice(k, image, prober.data(k), psnr, goal, prober.probes())
+
+
+def choose_k_for_size(
+    pixels: np.ndarray,
+    max_bytes: int,
+    *,
+    max_k: int = DEFAULT_MAX_K,
+    coding: str = api.DEFAULT_CODING,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+) -> KChoice:
+    """The largest k (up to max_k) whose .kmq file is at most max_bytes; raise TargetError if even k=1 is larger.
+
+    With a fixed-length coding (raw) the size is a formula and only the chosen k is quantized;
+    otherwise every probe is a real quantize and encode with the chosen coding.
+    """
+    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine)
+    upper = _search_limit(prober, max_k)
+    goal = f"size <= {max_bytes:,} bytes"
+    fixed = prober.formula_size(1) is not None
+
+    def size(candidate: int) -> float:
+        return float(prober.formula_size(candidate) if fixed else prober.size(candidate))
+
+    first_too_big = _first_passing(upper, size, max_bytes + 1)
+    k = upper if first_too_big is None else first_too_big - 1
+    if k < 1:
+        smallest = prober.formula_size(1) if fixed else prober.size(1)
+        raise TargetError(f"cannot meet {goal}: even k=1 takes {smallest:,} bytes")
+    image, psnr = prober.image(k)
+    data = prober.data(k)
+    if len(data) > max_bytes:  # a coding whose size is not monotone in k: say so rather than overshoot
+        raise TargetError(f"cannot meet {goal}: k={k} takes {len(data):,} bytes")
+    return KChoice(k, image, data, psnr, goal, prober.probes())
+
+
+def choose_k(
+    pixels: np.ndarray,
+    *,
+    quality: float | None = None,
+    max_bytes: int | None = None,
+    max_k: int = DEFAULT_MAX_K,
+    coding: str = api.DEFAULT_CODING,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+) -> KChoice:
+    """Dispatch to the quality or the size search; exactly one of quality and max_bytes must be given."""
+    if (quality is None) == (max_bytes is None):
+        raise ValueError("give exactly one of quality (PSNR in dB) and max_bytes")
+    options = dict(max_k=max_k, coding=coding, seed=seed, engine=engine)
+    if quality is not None:
+        return choose_k_for_quality(pixels, quality, **options)
+    assert max_bytes is not None
+    return choose_k_for_size(pixels, max_bytes, **options)
+
+
+__all__ = ["DEFAULT_MAX_K", "KChoice", "Probe", "choose_k", "choose_k_for_quality", "choose_k_for_size"]
