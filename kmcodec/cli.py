@@ -1,4 +1,5 @@
-"""The kmcodec command line: a thin layer over kmcodec.api (encode, decode, info, demo).
+"""The kmcodec command line: a thin layer over kmcodec.api, batch, autok and report
+(encode, decode, info, demo, compare).
 
 Exit codes: 0 success, 1 a bad input or output (one line on stderr naming the
 file and the problem), 2 a usage error.
@@ -16,11 +17,14 @@ from typing import Sequence
 
 import numpy as np
 
-from . import __version__, api
+from . import __version__, api, batch
 from .atomic import OutputExistsError, atomic_output
 from .codings import CODINGS_BY_NAME
 from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import KMQError
+from .imageio import load_pixels
+from .progress import ProgressBar
+from .autok import DEFAULT_MAX_K, choose_k
 from .quantize import DEFAULT_ENGINE, ENGINES
 
 EXIT_OK = 0
@@ -62,6 +66,40 @@ def _seed_value(text: str) -> int:
     return value
 
 
+def _psnr_value(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"PSNR must be a number of dB, got {text!r}") from None
+    if not 0 < value < 200:
+        raise argparse.ArgumentTypeError(f"PSNR must be between 0 and 200 dB, got {value:g}")
+    return value
+
+
+def _add_batch_options(command: argparse.ArgumentParser, what: str) -> None:
+    """Options of the batch form (-d OUTDIR): recursion, processes, Dask."""
+    batch = command.add_argument_group("batch (with -d OUTDIR)")
+    batch.add_argument("-d", "--out-dir", type=Path, metavar="OUTDIR", help="batch mode: write outputs to OUTDIR")
+    batch.add_argument("-r", "--recursive", action="store_true", help=f"take every {what} file under directory inputs")
+    batch.add_argument("-j", "--jobs", type=_positive_int, default=None, help="worker processes (default: all cores)")
+    batch.add_argument(
+        "--scheduler", metavar="ADDR", help="run on Dask: tcp://HOST:PORT, or 'local' (pip install 'kmcodec[dask]')"
+    )
+
+
+def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Single-file form (IN OUT) unless -d OUTDIR is given; batch-only options need -d."""
+    if args.out_dir is not None:
+        return
+    batch_only = [flag for flag, value in (("--recursive", args.recursive), ("--jobs", args.jobs),
+                  ("--scheduler", args.scheduler), ("--format", getattr(args, "image_format", None))) if value]
+    if batch_only:
+        parser.error(f"{args.command}: {', '.join(batch_only)} need -d OUTDIR (batch mode)")
+    if len(args.paths) != 2:
+        parser.error(f"{args.command}: give IN OUT, or inputs with -d OUTDIR (got {len(args.paths)} paths)")
+    args.input, args.output = args.paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -70,10 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"kmcodec {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    enc = commands.add_parser("encode", help="quantize an image to k colours and write a .kmq file")
-    enc.add_argument("input", type=Path, help="input image (PNG, JPEG, WebP, GIF, TIFF, BMP, ...)")
-    enc.add_argument("output", type=Path, help="output .kmq file")
-    enc.add_argument("-k", "--colors", dest="k", type=_k_value, required=True, help="palette size, 1 to 65536")
+    enc = commands.add_parser(
+        "encode",
+        help="quantize an image to k colours and write a .kmq file",
+        usage="%(prog)s IN OUT (-k K | --quality PSNR | --max-bytes N) [options]\n"
+        "       %(prog)s IN... -d OUTDIR (-k K | --quality PSNR | --max-bytes N) [-r] [-j N] [--scheduler S] [options]",
+    )
+    enc.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="IN OUT, or with -d any number of inputs")
+    choose = enc.add_mutually_exclusive_group(required=True)
+    choose.add_argument("-k", "--colors", dest="k", type=_k_value, help="palette size, 1 to 65536")
+    choose.add_argument("--quality", type=_psnr_value, metavar="PSNR", help="auto-k: smallest k reaching PSNR dB")
+    choose.add_argument("--max-bytes", type=_positive_int, metavar="N", help="auto-k: largest k whose file fits N bytes")
+    enc.add_argument("--max-k", type=_k_value, default=DEFAULT_MAX_K, help="largest k auto-k considers (default 256)")
+    _add_batch_options(enc, "image")
     enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
     enc.add_argument("--coding", choices=sorted(CODINGS_BY_NAME), default=api.DEFAULT_CODING, help="label coding")
     enc.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
@@ -87,9 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     enc.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
 
-    dec = commands.add_parser("decode", help="decode a .kmq file to any image format Pillow writes")
-    dec.add_argument("input", type=Path, help="input .kmq file")
-    dec.add_argument("output", type=Path, help="output image; the format follows the extension (.png, .webp, ...)")
+    dec = commands.add_parser(
+        "decode",
+        help="decode a .kmq file to any image format Pillow writes",
+        usage="%(prog)s IN.kmq OUT.png [options]\n"
+        "       %(prog)s IN.kmq... -d OUTDIR [--format png] [-r] [-j N] [--scheduler S] [options]",
+    )
+    dec.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="IN.kmq OUT.png, or with -d any number of .kmq")
+    dec.add_argument("--format", dest="image_format", help="with -d: output format extension (default png)")
+    _add_batch_options(dec, ".kmq")
     dec.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     dec.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
     dec.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
@@ -103,6 +156,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="encode scikit-learn's china.jpg sample and print the storage figures")
     demo.add_argument("-k", "--colors", dest="ks", type=_k_value, nargs="+", default=[2, 8, 16, 64, 256])
     demo.add_argument("--out", type=Path, help="also write the .kmq files and decoded PNGs to this directory")
+
+    compare = commands.add_parser(
+        "compare", help="encode one image at several k and write a visual report (.html or .png)"
+    )
+    compare.add_argument("input", type=Path, help="input image")
+    compare.add_argument("-k", "--colors", dest="ks", type=_k_value, nargs="+", default=[4, 8, 16, 64, 256])
+    compare.add_argument("-o", "--output", type=Path, required=True, help="report file: .html (self-contained) or .png")
+    compare.add_argument("--seed", type=_seed_value, default=0, help="random seed")
+    compare.add_argument("--coding", choices=sorted(CODINGS_BY_NAME), default=api.DEFAULT_CODING, help="label coding")
+    compare.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
+    compare.add_argument("--preview", type=_positive_int, default=640, help="longest side of the pictures (pixels)")
+    compare.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
+    compare.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
     return parser
 
 
@@ -110,7 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    handlers = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo}
+    if args.command in ("encode", "decode"):
+        _split_paths(parser, args)
+    handlers = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
     except (KMQError, CommandError, OutputExistsError) as exc:
@@ -153,16 +221,26 @@ def _with_name(path: Path, exc: KMQError) -> KMQError:
 
 
 def cmd_encode(args: argparse.Namespace) -> int:
-    """kmcodec encode IN OUT -k K."""
+    """kmcodec encode IN OUT -k K (or --quality / --max-bytes), or the batch form with -d OUTDIR."""
+    if args.out_dir is not None:
+        return _run_batch(args, "encode")
     _check_output(args.output, args.force)
     if not args.input.exists():
         raise CommandError(f"{args.input}: no such file")
     if args.input.is_dir():
         raise CommandError(f"{args.input}: is a directory, not an image")
     started = time.perf_counter()
+    choice = None
     try:
-        image = api.quantize(args.input, args.k, seed=args.seed, engine=args.engine, max_pixels=args.max_pixels)
-        data = api.encode(image, coding=args.coding)
+        if args.k is None:
+            choice = choose_k(
+                load_pixels(args.input), quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k,
+                coding=args.coding, seed=args.seed, engine=args.engine,
+            )
+            image, data = choice.image, choice.data
+        else:
+            image = api.quantize(args.input, args.k, seed=args.seed, engine=args.engine, max_pixels=args.max_pixels)
+            data = api.encode(image, coding=args.coding)
     except KMQError as exc:
         raise _with_name(args.input, exc) from None
     with atomic_output(args.output, overwrite=args.force) as handle:
@@ -176,11 +254,15 @@ def cmd_encode(args: argparse.Namespace) -> int:
             f"({len(data) / raw:.3f}x {8 * image.channels}-bit raw, "
             f"{len(data) / args.input.stat().st_size:.3f}x input), {elapsed:.2f} s"
         )
+        if choice is not None:
+            print(f"auto-k: {choice.describe()}")
     return EXIT_OK
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
-    """kmcodec decode IN.kmq OUT.png."""
+    """kmcodec decode IN.kmq OUT.png, or the batch form with -d OUTDIR."""
+    if args.out_dir is not None:
+        return _run_batch(args, "decode")
     _check_output(args.output, args.force)
     from PIL import Image
 
@@ -210,6 +292,78 @@ def cmd_decode(args: argparse.Namespace) -> int:
                 raise CommandError(f"{args.output}: cannot write {image_format}: {exc}") from None
     if not args.quiet:
         print(f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}, k={image.k}")
+    return EXIT_OK
+
+
+def _run_batch(args: argparse.Namespace, kind: str) -> int:
+    """The batch form: plan outputs, run them with a progress bar, print per-file lines and a summary."""
+    if kind == "encode":
+        options: batch.EncodeOptions | batch.DecodeOptions = batch.EncodeOptions(
+            k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
+            seed=args.seed, engine=args.engine, force=args.force,
+        )
+        suffix, wanted, verb = ".kmq", batch.encodable, "encoded"
+    else:
+        extension = (args.image_format or "png").lower().lstrip(".")
+        batch.image_format_for(extension)  # an unknown format stops the batch before it starts
+        options = batch.DecodeOptions(image_format=extension, max_pixels=args.max_pixels, force=args.force)
+        suffix, wanted, verb = "." + extension, batch.decodable, "decoded"
+    jobs = args.jobs or os.cpu_count() or 1
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    tasks, refused = batch.plan(
+        args.paths, args.out_dir, suffix=suffix, options=options, recursive=args.recursive, wanted=wanted
+    )
+    bar = ProgressBar(len(tasks), sys.stderr, enabled=ProgressBar.wanted(sys.stderr, args.quiet), label=kind)
+    for result in refused:
+        _fail(result.error)
+
+    def report(result: batch.FileResult) -> None:
+        bar.advance(bytes_in=result.bytes_in, failed=not result.ok, name=Path(result.source_name).name)
+        if not result.ok:
+            bar.message(f"kmcodec: error: {result.error}", sys.stderr)
+        elif not args.quiet:
+            bar.message(result.detail, sys.stdout)
+
+    started = time.perf_counter()
+    try:
+        results = batch.run_tasks(tasks, report, jobs=jobs, scheduler=args.scheduler)
+    finally:
+        bar.close()
+    summary = batch.summarize(refused + results, time.perf_counter() - started)
+    if not args.quiet:
+        workers = 1 if jobs <= 1 or len(tasks) <= 1 else min(jobs, len(tasks))
+        where = f"Dask ({args.scheduler})" if args.scheduler else f"{workers} process{'es' if workers > 1 else ''}"
+        print(summary.describe(verb, where))
+    return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """kmcodec compare IN -k 4 8 16 -o report.html|.png: pictures, palettes, a table and a rate-distortion plot."""
+    from . import report
+
+    kind = args.output.suffix.lower()
+    if kind not in (".html", ".htm", ".png"):
+        raise CommandError(f"{args.output}: the report is .html or .png")
+    _check_output(args.output, args.force)
+    if not args.input.exists():
+        raise CommandError(f"{args.input}: no such file")
+    if kind == ".png" and not report.plotting_available():
+        raise CommandError(f"{args.output}: a PNG report needs matplotlib: {report.PLOT_HINT}")
+    try:
+        comparison = report.compare(
+            args.input, sorted(set(args.ks)), coding=args.coding, seed=args.seed, engine=args.engine
+        )
+    except KMQError as exc:
+        raise _with_name(args.input, exc) from None
+    if kind == ".png":
+        report.write_png(comparison, args.output, preview=args.preview, overwrite=args.force)
+    else:
+        report.write_html(comparison, args.output, preview=args.preview, overwrite=args.force)
+        if not report.plotting_available():
+            print(f"kmcodec: note: the report has no rate-distortion plot; {report.PLOT_HINT}", file=sys.stderr)
+    if not args.quiet:
+        print(report.text_table(comparison))
+        print(f"report: {args.output}")
     return EXIT_OK
 
 

@@ -85,6 +85,12 @@ class TargetError(KMQError):
     kind = "target"
 
 
+class BatchError(KMQError):
+    """A batch cannot start: a missing optional dependency, an unreachable cluster, mismatched workers."""
+
+    kind = "batch"
+
+
 ERROR_KINDS: dict[str, type[KMQError]] = {
     cls.kind: cls
     for cls in (

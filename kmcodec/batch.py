@@ -1,0 +1,433 @@
+"""Batch encoding and decoding: plan input -> output pairs, run them on local processes or a Dask
+cluster, and collect one result per file, so that a bad file is reported without stopping the rest.
+
+Every task is a small picklable value and `run_task` a top-level function, so the same work runs
+in this process, in a process pool, or on remote Dask workers. Paths are made absolute when the
+batch is planned: workers must see the same paths (a shared file system) and run the same kmcodec.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import multiprocessing
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+from . import __version__, api
+from .atomic import OutputExistsError, atomic_output
+from .autok import DEFAULT_MAX_K, choose_k
+from .container import DEFAULT_MAX_PIXELS
+from .errors import BatchError, KMQError
+from .imageio import load_pixels
+from .quantize import DEFAULT_ENGINE
+
+DASK_HINT = "--scheduler needs Dask: pip install 'kmcodec[dask]' (dask and distributed)"
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How every file of an encode batch is encoded: a fixed k, or a PSNR or size target for auto-k."""
+
+    k: int | None = None
+    quality: float | None = None
+    max_bytes: int | None = None
+    max_k: int = DEFAULT_MAX_K
+    coding: str = api.DEFAULT_CODING
+    seed: int = 0
+    engine: str = DEFAULT_ENGINE
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """How every file of a decode batch is written: the output format (an extension Pillow writes)."""
+
+    image_format: str = "png"
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    force: bool = False
+
+
+@dataclass(frozen=True)
+class Task:
+    """One file to process: absolute source and target paths, the names to show, and the options."""
+
+    source: Path
+    target: Path
+    source_name: str
+    target_name: str
+    options: EncodeOptions | DecodeOptions
+
+
+@dataclass(frozen=True)
+class FileResult:
+    """What happened to one file: ok with sizes and a one-line description, or the error message."""
+
+    source_name: str
+    target_name: str
+    ok: bool
+    bytes_in: int = 0
+    bytes_out: int = 0
+    seconds: float = 0.0
+    k: int | None = None
+    detail: str = ""
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Totals over a batch: files, failures, bytes in and out of the files that succeeded, wall time."""
+
+    files: int
+    failed: int
+    bytes_in: int
+    bytes_out: int
+    seconds: float
+    chosen_k: tuple[int, ...] = field(default=())
+
+    @property
+    def ratio(self) -> float:
+        """Output bytes per input byte (0 when nothing succeeded)."""
+        return self.bytes_out / self.bytes_in if self.bytes_in else 0.0
+
+    def describe(self, verb: str, workers: str) -> str:
+        """One line for people, e.g. 'encoded 9 of 10 files (1 failed): ...'."""
+        done = self.files - self.failed
+        failed = f" ({self.failed} failed)" if self.failed else ""
+        ratio = f" = {self.ratio:.3f}x ({1 / self.ratio:.1f}:1)" if self.ratio else ""
+        line = (
+            f"{verb} {done} of {self.files} files{failed}: {self.bytes_in:,} bytes in, {self.bytes_out:,} bytes out"
+            f"{ratio}, {self.seconds:.2f} s on {workers}"
+        )
+        if self.chosen_k:
+            ks = sorted(self.chosen_k)
+            line += f"; auto k from {ks[0]} to {ks[-1]} (median {ks[len(ks) // 2]})"
+        return line
+
+
+def summarize(results: Sequence[FileResult], seconds: float) -> Summary:
+    """Add up a batch's results."""
+    good = [r for r in results if r.ok]
+    return Summary(
+        files=len(results),
+        failed=len(results) - len(good),
+        bytes_in=sum(r.bytes_in for r in good),
+        bytes_out=sum(r.bytes_out for r in good),
+        seconds=seconds,
+        chosen_k=tuple(r.k for r in good if r.k is not None),
+    )
+
+
+# ---------------------------------------------------------------- planning
+
+
+def encodable(path: Path) -> bool:
+    """Whether a file found in a directory looks like an image Pillow can open (and is not a .kmq)."""
+    from PIL import Image
+
+    image_format = Image.registered_extensions().get(path.suffix.lower())
+    return image_format is not None and image_format != "KMQ" and image_format in Image.OPEN
+
+
+def decodable(path: Path) -> bool:
+    """Whether a file found in a directory is a .kmq file."""
+    return path.suffix.lower() == ".kmq"
+
+
+def plan(
+    inputs: Sequence[Path],
+    out_dir: Path,
+    *,
+    suffix: str,
+    options: EncodeOptions | DecodeOptions,
+    recursive: bool = False,
+    wanted: Callable[[Path], bool] = encodable,
+) -> tuple[list[Task], list[FileResult]]:
+    """Pair every input with its output in out_dir; return the tasks and the inputs refused up front.
+
+    A file named on the command line is always tried (so a bad one is reported); a directory
+    needs `recursive` and contributes the files `wanted` accepts, skipping hidden ones and
+    out_dir itself, with their paths relative to it kept under out_dir.
+    """
+    out_abs = Path(os.path.abspath(out_dir))
+    tasks: list[Task] = []
+    refused: list[FileResult] = []
+    seen_sources: set[Path] = set()
+    claimed: dict[Path, str] = {}
+
+    def add(source: Path, relative: Path) -> None:
+        source_abs = Path(os.path.abspath(source))
+        if source_abs in seen_sources:
+            return
+        seen_sources.add(source_abs)
+        target_rel = relative.with_suffix(suffix)
+        target = out_abs / target_rel
+        target_name = str(out_dir / target_rel)
+        if target in claimed:
+            refused.append(FileResult(str(source), target_name, False, error=f"{source}: output {target_name} is also the output of {claimed[target]}"))
+            return
+        claimed[target] = str(source)
+        tasks.append(Task(source_abs, target, str(source), target_name, options))
+
+    for item in inputs:
+        if item.is_dir():
+            if not recursive:
+                refused.append(FileResult(str(item), "", False, error=f"{item}: is a directory (use --recursive)"))
+                continue
+            for path in _walk(item, out_abs):
+                if wanted(path):
+                    add(path, path.relative_to(item))
+        else:
+            add(item, Path(item.name))
+    return tasks, refused
+
+
+def _walk(directory: Path, skip: Path) -> Iterator[Path]:
+    """Files under directory in sorted order, without hidden entries or the skip directory."""
+    for root, dirs, files in os.walk(directory):
+        root_path = Path(root)
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and Path(os.path.abspath(root_path / d)) != skip)
+        for name in sorted(files):
+            if not name.startswith("."):
+                yield root_path / name
+
+
+# ---------------------------------------------------------------- the work on one file
+
+
+def run_task(task: Task) -> FileResult:
+    """Encode or decode one file and return its result; errors become a failed result, never an exception."""
+    started = time.perf_counter()
+    try:
+        if isinstance(task.options, EncodeOptions):
+            bytes_out, k, detail = _encode_one(task, task.options)
+        else:
+            bytes_out, k, detail = _decode_one(task, task.options)
+        bytes_in = task.source.stat().st_size
+    except MemoryError:
+        return _failure(task, f"{task.source_name}: out of memory")
+    except (KMQError, OSError) as exc:
+        return _failure(task, _message(task, exc))
+    except Exception as exc:  # a bug must not stop the other files; say what it was
+        return _failure(task, f"{task.source_name}: internal error: {type(exc).__name__}: {exc}")
+    elapsed = time.perf_counter() - started
+    return FileResult(
+        task.source_name, task.target_name, True, bytes_in, bytes_out, elapsed, k, f"{detail}, {elapsed:.2f} s"
+    )
+
+
+def _failure(task: Task, message: str) -> FileResult:
+    return FileResult(task.source_name, task.target_name, False, error=message)
+
+
+def _message(task: Task, exc: BaseException) -> str:
+    """The error as one line that names the file the user gave (not the absolute path a worker saw)."""
+    if isinstance(exc, OSError) and not isinstance(exc, OutputExistsError) and exc.strerror:
+        where = exc.filename if exc.filename is not None else task.source
+        text = f"{where}: {exc.strerror}"
+    else:
+        text = str(exc)
+    text = text.replace(str(task.target), task.target_name).replace(str(task.source), task.source_name)
+    return text if text.startswith((task.source_name, task.target_name)) else f"{task.source_name}: {text}"
+
+
+def _check_target(task: Task, force: bool) -> None:
+    if task.target.exists() and not force:
+        raise OutputExistsError(f"{task.target_name}: output exists (use --force to replace it)")
+    task.target.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, str]:
+    _check_target(task, options.force)
+    pixels = load_pixels(task.source, name=task.source_name)
+    chosen_k = None
+    if options.k is None:
+        choice = choose_k(
+            pixels,
+            quality=options.quality,
+            max_bytes=options.max_bytes,
+            max_k=options.max_k,
+            coding=options.coding,
+            seed=options.seed,
+            engine=options.engine,
+        )
+        image, data, chosen_k = choice.image, choice.data, choice.k
+        how = f" ({choice.describe()})"
+    else:
+        image = api.quantize(pixels, options.k, seed=options.seed, engine=options.engine)
+        data = api.encode(image, coding=options.coding)
+        how = ""
+    with atomic_output(task.target, overwrite=options.force) as handle:
+        handle.write(data)
+    detail = (
+        f"{task.source_name} -> {task.target_name}: {image.width}x{image.height} {image.mode}, k={image.k}, "
+        f"{image.label_bits} bits/pixel, {len(data):,} bytes{how}"
+    )
+    return len(data), chosen_k, detail
+
+
+def _decode_one(task: Task, options: DecodeOptions) -> tuple[int, None, str]:
+    _check_target(task, options.force)
+    image = api.read(task.source, max_pixels=options.max_pixels)
+    size = save_picture(image.to_pil(), task.target, options.image_format, overwrite=options.force)
+    detail = f"{task.source_name} -> {task.target_name}: {image.width}x{image.height} {image.mode}, k={image.k}"
+    return size, None, detail
+
+
+def image_format_for(extension: str) -> str:
+    """Pillow's format name for an output extension ('png' -> 'PNG'); raise BatchError if it cannot write it."""
+    from PIL import Image
+
+    suffix = "." + extension.lower().lstrip(".")
+    image_format = Image.registered_extensions().get(suffix)
+    if image_format is None or image_format == "KMQ" or image_format not in Image.SAVE:
+        raise BatchError(f"cannot write images with extension {suffix!r} (try png or webp)")
+    return image_format
+
+
+def save_picture(picture, target: Path, extension: str, *, overwrite: bool) -> int:
+    """Write a Pillow image atomically in the format of `extension` (WebP lossless); return its size."""
+    image_format = image_format_for(extension)
+    if image_format in ("JPEG", "BMP", "PPM") and picture.mode == "RGBA":
+        raise BatchError(f"{target}: {image_format} cannot store alpha; use png or webp")
+    options = {"lossless": True} if image_format == "WEBP" else {}
+    with atomic_output(target, overwrite=overwrite) as handle:
+        picture.save(handle, format=image_format, **options)
+        handle.flush()
+        return handle.tell()
+
+
+# ---------------------------------------------------------------- running many
+
+
+def run_tasks(
+    tasks: Sequence[Task],
+    on_result: Callable[[FileResult], None],
+    *,
+    jobs: int = 1,
+    scheduler: str | None = None,
+) -> list[FileResult]:
+    """Run every task (here, on `jobs` processes, or on a Dask scheduler) and call on_result as each ends."""
+    if scheduler is not None:
+        return _run_on_dask(tasks, on_result, scheduler=scheduler, workers=jobs)
+    results: list[FileResult] = []
+    if jobs <= 1 or len(tasks) <= 1:
+        for task in tasks:
+            results.append(run_task(task))
+            on_result(results[-1])
+        return results
+    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    pool = concurrent.futures.ProcessPoolExecutor(
+        max_workers=min(jobs, len(tasks)), mp_context=context, initializer=limit_threads
+    )
+    try:
+        futures = {pool.submit(run_task, task): task for task in tasks}
+        for future in concurrent.futures.as_completed(futures):
+            results.append(_collect(future, futures[future]))
+            on_result(results[-1])
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
+    return results
+
+
+def _collect(future, task: Task) -> FileResult:
+    """A finished future's result, or a failed result if its worker died (killed, out of memory)."""
+    try:
+        return future.result()
+    except Exception as exc:
+        return _failure(task, f"{task.source_name}: worker failed: {type(exc).__name__}: {exc}")
+
+
+def limit_threads() -> None:
+    """In a worker process: one thread per process for BLAS/OpenMP, since the processes already fill the cores."""
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[name] = "1"
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # threadpoolctl comes with scikit-learn; without it the variables above still apply
+        pass
+
+
+def worker_version() -> str:
+    """The kmcodec version a worker runs (checked against the client's before a Dask batch)."""
+    return __version__
+
+
+@contextmanager
+def dask_client(scheduler: str, workers: int) -> Iterator[object]:
+    """A Dask client: on a new local cluster of `workers` processes (loopback only) or on a running scheduler."""
+    try:
+        import logging
+
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise BatchError(DASK_HINT) from None
+    if scheduler == "local":
+        cluster = LocalCluster(
+            n_workers=max(1, workers),
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+        try:
+            with Client(cluster) as client:
+                yield client
+        finally:
+            cluster.close()
+        return
+    try:
+        client = Client(scheduler, timeout="10s")
+    except (OSError, TimeoutError) as exc:
+        raise BatchError(f"cannot reach the Dask scheduler {scheduler}: {exc}") from None
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _run_on_dask(
+    tasks: Sequence[Task], on_result: Callable[[FileResult], None], *, scheduler: str, workers: int
+) -> list[FileResult]:
+    with dask_client(scheduler, workers) as client:
+        from distributed import as_completed
+
+        try:
+            client.wait_for_workers(1, timeout=60)
+            versions = client.run(worker_version)
+        except Exception as exc:
+            raise BatchError(f"Dask workers at {scheduler} cannot run kmcodec ({type(exc).__name__}: {exc}); "
+                             f"install kmcodec {__version__} on every worker") from None
+        wrong = {worker: version for worker, version in versions.items() if version != __version__}
+        if wrong:
+            raise BatchError(f"Dask workers run another kmcodec version than this client ({__version__}): {wrong}")
+        futures = {client.submit(run_task, task, pure=False): task for task in tasks}
+        results: list[FileResult] = []
+        for future in as_completed(list(futures)):
+            results.append(_collect(future, futures[future]))
+            on_result(results[-1])
+        return results
+
+
+__all__ = [
+    "EncodeOptions",
+    "DecodeOptions",
+    "Task",
+    "FileResult",
+    "Summary",
+    "plan",
+    "run_task",
+    "run_tasks",
+    "summarize",
+    "encodable",
+    "decodable",
+    "save_picture",
+]
