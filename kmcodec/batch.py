@@ -319,7 +319,7 @@ def run_tasks(
             results.append(run_task(task))
             on_result(results[-1])
         return results
-    context = multiprocessing.get_context("forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn")
+    context = _process_context()
     pool = concurrent.futures.ProcessPoolExecutor(
         max_workers=min(jobs, len(tasks)), mp_context=context, initializer=limit_threads
     )
@@ -333,6 +333,16 @@ def run_tasks(
         raise
     pool.shutdown()
     return results
+
+
+def _process_context() -> multiprocessing.context.BaseContext:
+    """Fresh worker processes that do not inherit this process's threads (fork after OpenMP can hang):
+    forkserver where available, with kmcodec imported once in the server instead of in every worker."""
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["kmcodec.batch"])
+    return context
 
 
 def _collect(future, task: Task) -> FileResult:

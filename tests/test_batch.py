@@ -1,0 +1,171 @@
+"""Batch encode/decode through the CLI: failures, summary, exit code, -j, --recursive, progress bar, overwrite."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kmcodec import api
+from kmcodec.cli import main
+
+from conftest import sklearn_image, skimage_image
+
+
+def _save(path: Path, pixels: np.ndarray, size: tuple[int, int] = (96, 64)) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels).resize(size, Image.LANCZOS).save(path)
+    return path
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> dict[str, Path]:
+    """Real photos as small files: two PNGs, a JPEG in a subfolder, a damaged PNG, and a missing name."""
+    folder = tmp_path / "in"
+    broken = folder / "broken.png"
+    good = {
+        "china": _save(folder / "china.png", sklearn_image("china.jpg")),
+        "flower": _save(folder / "flower.png", sklearn_image("flower.jpg")),
+        "astronaut": _save(folder / "sub" / "astronaut.jpg", skimage_image("astronaut"), (64, 64)),
+    }
+    broken.write_bytes((folder / "china.png").read_bytes()[:200])  # a real PNG cut short
+    return {**good, "broken": broken, "missing": folder / "missing.png", "folder": folder}
+
+
+def test_batch_encode_reports_each_failure_and_exits_nonzero(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    files = [inputs["china"], inputs["broken"], inputs["flower"], inputs["missing"]]
+    code = main(["encode", *map(str, files), "-d", str(out), "-k", "8", "-j", "1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    errors = [line for line in captured.err.splitlines() if line.startswith("kmcodec: error: ")]
+    assert len(errors) == 2
+    assert any(str(inputs["broken"]) in line for line in errors)
+    assert any(str(inputs["missing"]) in line and "no such file" in line for line in errors)
+    assert "Traceback" not in captured.err
+    # the good files were encoded anyway, to the same bytes as the single-file API gives
+    for name in ("china", "flower"):
+        written = (out / f"{name}.kmq").read_bytes()
+        assert written == api.encode(inputs[name], 8)
+    assert sorted(p.name for p in out.iterdir()) == ["china.kmq", "flower.kmq"]
+    summary = captured.out.strip().splitlines()[-1]
+    bytes_in = inputs["china"].stat().st_size + inputs["flower"].stat().st_size
+    bytes_out = (out / "china.kmq").stat().st_size + (out / "flower.kmq").stat().st_size
+    assert summary.startswith("encoded 2 of 4 files (2 failed)")
+    assert f"{bytes_in:,} bytes in, {bytes_out:,} bytes out = {bytes_out / bytes_in:.3f}x" in summary
+
+
+def test_batch_never_overwrites_without_force(inputs, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "china.kmq").write_bytes(b"keep me")
+    assert main(["encode", str(inputs["china"]), "-d", str(out), "-k", "4"]) == 1
+    assert (out / "china.kmq").read_bytes() == b"keep me"
+    assert "output exists" in capsys.readouterr().err
+    assert main(["encode", str(inputs["china"]), "-d", str(out), "-k", "4", "--force", "-q"]) == 0
+    assert api.read(out / "china.kmq").k == 4
+    assert capsys.readouterr().out == ""  # -q: no per-file lines, no summary
+
+
+def test_batch_recursive_on_two_processes_matches_this_process(inputs, tmp_path, capsys):
+    folder = inputs["folder"]
+    inputs["broken"].unlink()
+    assert main(["encode", str(folder), "-d", str(tmp_path / "one"), "-k", "16"]) == 1  # a directory needs -r
+    assert "is a directory (use --recursive)" in capsys.readouterr().err
+    assert main(["encode", str(folder), "-r", "-d", str(tmp_path / "parallel"), "-k", "16", "-j", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "encoded 3 of 3 files" in out and "on 2 processes" in out.splitlines()[-1]
+    written = sorted(p.relative_to(tmp_path / "parallel") for p in (tmp_path / "parallel").rglob("*.kmq"))
+    assert written == [Path("china.kmq"), Path("flower.kmq"), Path("sub/astronaut.kmq")]
+    for relative, source in zip(written, [inputs["china"], inputs["flower"], inputs["astronaut"]]):
+        # the worker processes give exactly the bytes this process gives
+        assert (tmp_path / "parallel" / relative).read_bytes() == api.encode(source, 16)
+
+
+def test_batch_decode_writes_the_decoded_pixels(inputs, tmp_path, capsys):
+    kmq = tmp_path / "kmq"
+    assert main(["encode", str(inputs["china"]), str(inputs["astronaut"]), "-d", str(kmq), "-k", "8", "-q", "-j", "1"]) == 0
+    damaged = kmq / "damaged.kmq"
+    data = bytearray((kmq / "china.kmq").read_bytes())
+    data[60] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    out = tmp_path / "png"
+    code = main(["decode", str(kmq), "-r", "-d", str(out), "--format", "png", "-j", "1"])
+    captured = capsys.readouterr()
+    assert code == 1
+    assert f"kmcodec: error: {damaged}: trailer: CRC-32 mismatch" in captured.err
+    assert captured.out.strip().splitlines()[-1].startswith("decoded 2 of 3 files (1 failed)")
+    for name in ("china", "astronaut"):
+        with Image.open(out / f"{name}.png") as picture:
+            assert np.array_equal(np.asarray(picture.convert("RGB")), api.read(kmq / f"{name}.kmq").to_array())
+    assert not (out / "damaged.png").exists()
+
+
+def test_single_file_forms_are_unchanged(inputs, tmp_path, capsys):
+    kmq, png = tmp_path / "a.kmq", tmp_path / "a.png"
+    assert main(["encode", str(inputs["flower"]), str(kmq), "-k", "8"]) == 0
+    assert main(["decode", str(kmq), str(png)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith(f"{inputs['flower']} -> {kmq}: 96x64 RGB, k=8, 3 bits/pixel")
+    assert lines[1] == f"{kmq} -> {png}: 96x64 RGB, k=8"
+    assert kmq.read_bytes() == api.encode(inputs["flower"], 8)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["encode", "a.png", "b.png", "c.kmq", "-k", "4"],  # three paths without -d
+        ["encode", "a.png", "a.kmq", "-k", "4", "-j", "2"],  # -j without -d
+        ["decode", "a.kmq", "a.png", "--format", "webp"],  # --format without -d
+        ["encode", "a.png", "-d", "out"],  # no k, no target
+        ["encode", "a.png", "-d", "out", "-k", "4", "--quality", "30"],  # both k and a target
+    ],
+)
+def test_usage_errors_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+
+
+def _run_decode_batch(kmq: Path, out: Path, stderr_tty: bool) -> tuple[int, bytes, str]:
+    """Run the real command in a child process, with stderr on a pseudo-terminal or on a pipe."""
+    argv = [sys.executable, "-m", "kmcodec", "decode", str(kmq), "-r", "-d", str(out), "-j", "1"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    if not stderr_tty:
+        done = subprocess.run(argv, capture_output=True, env=env, timeout=60)
+        return done.returncode, done.stderr, done.stdout.decode()
+    leader, follower = pty.openpty()
+    try:
+        child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=follower, env=env)
+        os.close(follower)
+        stdout = child.stdout.read().decode()
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return child.wait(timeout=60), b"".join(chunks), stdout
+    finally:
+        os.close(leader)
+
+
+def test_progress_bar_only_on_a_terminal(inputs, tmp_path):
+    kmq = tmp_path / "kmq"
+    assert main(["encode", str(inputs["china"]), str(inputs["flower"]), "-d", str(kmq), "-k", "4", "-q", "-j", "1"]) == 0
+    code, stderr, stdout = _run_decode_batch(kmq, tmp_path / "piped", stderr_tty=False)
+    assert code == 0 and stderr == b""
+    assert "decoded 2 of 2 files" in stdout
+    code, stderr, stdout = _run_decode_batch(kmq, tmp_path / "tty", stderr_tty=True)
+    assert code == 0
+    assert b"\r" in stderr and b"decode 2/2 100%" in stderr  # the bar, drawn and finished
+    assert "decoded 2 of 2 files" in stdout
