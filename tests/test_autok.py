@@ -1,0 +1,83 @@
+"""Auto-k: the chosen k meets its target and is the smallest (or largest) that does, checked independently."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kmcodec import api
+from kmcodec.autok import choose_k_for_quality, choose_k_for_size
+from kmcodec.cli import main
+from kmcodec.codings import CODINGS_BY_NAME
+from kmcodec.errors import TargetError
+
+from conftest import sklearn_image, skimage_image
+
+
+def _small(pixels: np.ndarray, size=(64, 48)) -> np.ndarray:
+    return np.asarray(Image.fromarray(pixels).resize(size, Image.LANCZOS))
+
+
+def _psnr(original: np.ndarray, k: int) -> float:
+    """PSNR of the image quantized to k colours, measured per pixel, through the public API."""
+    decoded = api.decode(api.encode(original, k)).to_array().astype(np.float64)
+    mse = float(np.mean((decoded - original) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
+
+
+def test_quality_target_is_met_by_the_smallest_k():
+    name, target = "china.jpg", 27.0
+    pixels = _small(sklearn_image(name))
+    choice = choose_k_for_quality(pixels, target)
+    assert choice.psnr >= target
+    assert _psnr(pixels, choice.k) >= target  # the file itself meets the target
+    assert api.decode(choice.data).k <= choice.k
+    assert choice.k > 1 and _psnr(pixels, choice.k - 1) < target  # and one colour fewer does not
+    # the search is cheaper than trying every k up to the answer
+    assert len(choice.probes) < choice.k
+
+
+def test_quality_target_out_of_reach_is_a_clear_error():
+    pixels = _small(skimage_image("astronaut"))
+    with pytest.raises(TargetError, match="cannot reach PSNR >= 60 dB with k <= 8"):
+        choose_k_for_quality(pixels, 60.0, max_k=8)
+
+
+def test_image_with_few_colours_is_lossless_at_its_colour_count():
+    pixels = np.asarray(Image.fromarray(skimage_image("camera")).resize((64, 64)).quantize(5).convert("RGB"))
+    choice = choose_k_for_quality(pixels, 99.0)
+    assert choice.k == 5 and np.isinf(choice.psnr)
+    assert np.array_equal(api.decode(choice.data).to_array(), pixels)
+
+
+@pytest.mark.parametrize("coding", sorted(CODINGS_BY_NAME))
+@pytest.mark.parametrize("budget", [1_500, 3_100])
+def test_size_budget_is_met_by_the_largest_k(coding, budget):
+    pixels = _small(sklearn_image("china.jpg"))
+    choice = choose_k_for_size(pixels, budget, coding=coding)
+    assert len(choice.data) <= budget
+    assert api.decode(choice.data).to_array().shape == pixels.shape
+    # one colour more does not fit: a real encode of k+1, not the search's own formula
+    assert len(api.encode(pixels, choice.k + 1, coding=coding)) > budget
+
+
+def test_size_budget_below_the_smallest_file_is_a_clear_error():
+    pixels = _small(sklearn_image("china.jpg"))
+    smallest = len(api.encode(pixels, 1))  # one colour: header, one palette entry, no labels
+    assert choose_k_for_size(pixels, smallest).k == 1
+    with pytest.raises(TargetError, match="even k=1"):
+        choose_k_for_size(pixels, smallest - 1)
+
+
+def test_cli_reports_the_chosen_k(tmp_path, capsys):
+    source = tmp_path / "flower.png"
+    Image.fromarray(_small(sklearn_image("flower.jpg"))).save(source)
+    assert main(["encode", str(source), str(tmp_path / "f.kmq"), "--quality", "30"]) == 0
+    out = capsys.readouterr().out
+    written = api.read(tmp_path / "f.kmq")
+    assert f"auto-k: k={written.k} chosen for PSNR >= 30 dB" in out
+    assert main(["encode", str(source), "-d", str(tmp_path / "batch"), "--max-bytes", "2000", "-j", "1"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "batch" / "flower.kmq").stat().st_size <= 2000
+    assert "chosen for size <= 2,000 bytes" in out and "auto k from" in out

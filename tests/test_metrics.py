@@ -1,0 +1,26 @@
+"""Quality measures against independent references: scikit-image's CIELAB and CIEDE2000, per-pixel PSNR."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kmcodec import api
+from kmcodec.metrics import compare_images, delta_e_2000, srgb_to_lab
+
+from conftest import sklearn_image
+
+
+def test_lab_and_ciede2000_match_scikit_image():
+    color = pytest.importorskip("skimage.color")
+    original = sklearn_image("flower.jpg")[::4, ::4]
+    quantized = api.quantize(original, 8).to_array()
+    ours = delta_e_2000(srgb_to_lab(original.reshape(-1, 3)), srgb_to_lab(quantized.reshape(-1, 3)))
+    theirs = color.deltaE_ciede2000(color.rgb2lab(original), color.rgb2lab(quantized)).reshape(-1)
+    assert np.allclose(srgb_to_lab(original.reshape(-1, 3)), color.rgb2lab(original).reshape(-1, 3), atol=1e-3)
+    assert np.allclose(ours, theirs, atol=1e-3)
+    quality = compare_images(original, quantized)
+    assert quality.delta_e == pytest.approx(theirs.mean(), abs=1e-3)
+    mse = np.mean((original.astype(np.float64) - quantized) ** 2)
+    assert quality.psnr == pytest.approx(10 * np.log10(255**2 / mse), rel=1e-9)
+    assert np.isinf(compare_images(original, original).psnr) and compare_images(original, original).delta_e == 0

@@ -1,0 +1,108 @@
+"""The compare report: HTML checked in a real headless browser, PNG opened with Pillow, and without matplotlib."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from kmcodec import api
+from kmcodec.cli import main
+
+from conftest import sklearn_image
+
+KS = ["4", "16", "32"]
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("report") / "china.png"
+    Image.fromarray(sklearn_image("china.jpg")).resize((96, 64), Image.LANCZOS).save(path)
+    return path
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        found = shutil.which(name)
+        if found:
+            return found
+    pytest.skip("no headless browser: install Debian's chromium package (apt-get install chromium)")
+
+
+def test_html_report_renders_in_a_browser(photo, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the plot extra: pip install 'kmcodec[plot]'")
+    report = tmp_path / "report.html"
+    assert main(["compare", str(photo), "-k", *KS, "-o", str(report)]) == 0
+    terminal = capsys.readouterr().out
+    text = report.read_text(encoding="utf-8")
+    sources = re.findall(r'<img[^>]*src="([^"]+)"', text)
+    assert len(sources) == 1 + len(KS) + 1  # original, one per k, the plot
+    assert all(source.startswith("data:image/") for source in sources)  # self-contained
+    assert not re.search(r'(src|href)="(?!data:)', text)
+    # the table holds the real file sizes
+    for k in KS:
+        size = len(api.encode(photo, int(k)))
+        assert f"<td>{size:,}</td>" in text and f"{size:,}" in terminal
+    # palettes: one swatch per colour the decoded file has
+    assert text.count('<span title="#') == sum(api.decode(api.encode(photo, int(k))).k for k in KS)
+
+    # a real browser: every image decodes, the table has a row per k
+    probe = tmp_path / "probe.html"
+    probe.write_text(
+        text.replace(
+            "</body>",
+            "<script>addEventListener('load', () => { const i = [...document.images];"
+            " document.body.dataset.loaded = i.filter(x => x.complete && x.naturalWidth > 0).length + '/' + i.length;"
+            " document.body.dataset.rows = document.querySelectorAll('tbody tr').length; });</script></body>",
+        ),
+        encoding="utf-8",
+    )
+    browser = [
+        _chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=5000",
+    ]
+    dom = subprocess.run([*browser, "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=60).stdout
+    assert f'data-loaded="{len(sources)}/{len(sources)}"' in dom
+    assert f'data-rows="{len(KS)}"' in dom
+    shot = tmp_path / "shot.png"
+    subprocess.run([*browser, "--window-size=1200,1400", f"--screenshot={shot}", report.as_uri()],
+                   capture_output=True, timeout=60)
+    with Image.open(shot) as screenshot:
+        pixels = np.asarray(screenshot.convert("RGB"))
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 200  # photos on the page, not a blank one
+
+
+def test_png_report_has_pictures_table_and_plot(photo, tmp_path):
+    pytest.importorskip("matplotlib", reason="the plot extra: pip install 'kmcodec[plot]'")
+    report = tmp_path / "report.png"
+    assert main(["compare", str(photo), "-k", *KS, "-o", str(report), "-q"]) == 0
+    with Image.open(report) as picture:
+        assert picture.format == "PNG"
+        assert picture.width >= 800 and picture.height >= 500
+        pixels = np.asarray(picture.convert("RGB"))
+    assert pixels.std() > 20
+    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500
+    # the k=4 picture is in there: every colour of its palette appears in the report
+    palette = api.decode(api.encode(photo, 4)).palette
+    present = {tuple(c) for c in np.unique(pixels.reshape(-1, 3), axis=0)}
+    assert all(tuple(entry) in present for entry in palette)
+
+
+def test_without_matplotlib_html_says_how_to_get_the_plot(photo, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if the plot extra were not installed
+    report = tmp_path / "report.html"
+    assert main(["compare", str(photo), "-k", "4", "8", "-o", str(report), "-q"]) == 0
+    assert "pip install 'kmcodec[plot]'" in capsys.readouterr().err
+    text = report.read_text(encoding="utf-8")
+    assert "No rate-distortion plot" in text and "kmcodec[plot]" in text
+    assert text.count("<img") == 3
+    assert main(["compare", str(photo), "-k", "4", "-o", str(tmp_path / "r.png")]) == 1
+    assert "kmcodec[plot]" in capsys.readouterr().err
+    assert not (tmp_path / "r.png").exists()
