@@ -308,7 +308,7 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         batch.image_format_for(extension)  # an unknown format stops the batch before it starts
         options = batch.DecodeOptions(image_format=extension, max_pixels=args.max_pixels, force=args.force)
         suffix, wanted, verb = "." + extension, batch.decodable, "decoded"
-    jobs = args.jobs or os.cpu_count() or 1
+    jobs = args.jobs or _cores()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tasks, refused = batch.plan(
         args.paths, args.out_dir, suffix=suffix, options=options, recursive=args.recursive, wanted=wanted
@@ -335,6 +335,14 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         where = f"Dask ({args.scheduler})" if args.scheduler else f"{workers} process{'es' if workers > 1 else ''}"
         print(summary.describe(verb, where))
     return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+def _cores() -> int:
+    """Cores this process may run on (the default number of worker processes)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
