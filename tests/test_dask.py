@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -15,27 +15,31 @@ from conftest import sklearn_image
 
 
 def test_batch_on_a_local_dask_cluster(tmp_path, capsys):
+    """A decode batch (no k-means in the workers keeps this quick) with a damaged file among good ones."""
     pytest.importorskip("distributed", reason="the dask extra: pip install 'kmcodec[dask]'")
     folder = tmp_path / "in"
     (folder / "sub").mkdir(parents=True)
-    sources = [folder / "china.png", folder / "sub" / "flower.png"]
-    for path, name in zip(sources, ("china.jpg", "flower.jpg")):
-        Image.fromarray(sklearn_image(name)).resize((64, 48), Image.LANCZOS).save(path)
-    (folder / "notes.png").write_bytes(b"not an image at all")
+    sources = {folder / "china.kmq": 8, folder / "sub" / "flower.kmq": 16}
+    for (path, k), name in zip(sources.items(), ("china.jpg", "flower.jpg")):
+        api.write(path, sklearn_image(name)[::6, ::6], k)
+    damaged = folder / "damaged.kmq"
+    damaged.write_bytes((folder / "china.kmq").read_bytes()[:-10])
     out = tmp_path / "out"
-    code = main(["encode", str(folder), "-r", "-d", str(out), "-k", "8", "--scheduler", "local", "-j", "2"])
+    code = main(["decode", str(folder), "-r", "-d", str(out), "--scheduler", "local", "-j", "2"])
     captured = capsys.readouterr()
     assert code == 1
-    assert f"kmcodec: error: {folder / 'notes.png'}: not an image format Pillow can read" in captured.err
-    assert "encoded 2 of 3 files (1 failed)" in captured.out and "on Dask (local)" in captured.out
-    for source, target in zip(sources, [out / "china.kmq", out / "sub" / "flower.kmq"]):
-        assert target.read_bytes() == api.encode(source, 8)  # the workers wrote exactly what this process makes
+    assert f"kmcodec: error: {damaged}:" in captured.err and "Traceback" not in captured.err
+    assert "decoded 2 of 3 files (1 failed)" in captured.out and "on Dask (local)" in captured.out
+    for source, target in zip(sources, [out / "china.png", out / "sub" / "flower.png"]):
+        with Image.open(target) as picture:  # the workers wrote exactly the decoded pixels
+            assert np.array_equal(np.asarray(picture), api.read(source).to_array())
+    assert not (out / "damaged.png").exists()
 
 
 def test_scheduler_without_dask_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the dask extra were not installed
-    source = tmp_path / "china.png"
-    Image.fromarray(sklearn_image("china.jpg")[:32, :32]).save(source)
-    assert main(["encode", str(source), "-d", str(tmp_path / "out"), "-k", "4", "--scheduler", "local"]) == 1
+    source = tmp_path / "china.kmq"
+    api.write(source, sklearn_image("china.jpg")[:32, :32], 4)
+    assert main(["decode", str(source), "-d", str(tmp_path / "out"), "--scheduler", "local"]) == 1
     assert "pip install 'kmcodec[dask]'" in capsys.readouterr().err
-    assert not (tmp_path / "out" / "china.kmq").exists()
+    assert not (tmp_path / "out" / "china.png").exists()
