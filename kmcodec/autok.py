@@ -1,6 +1,7 @@
 """Choose k automatically: the smallest k that meets a PSNR target, or the largest k whose file fits a size.
 
-The search never encodes a file per candidate. The colour histogram is computed once;
+The search never encodes a file per candidate. The colour histogram is computed once
+(here, not by kmcodec.quantize, so the search does not depend on the quantizer's internals);
 each probe quantizes to one k and measures its PSNR on the histogram (distinct colours
 weighted by their pixel counts, no per-pixel work). File sizes come from the coding's
 length formula when it has one (raw: 40 + k*C + ceil(n*b/8)), and from one real encode
@@ -19,12 +20,12 @@ from typing import Callable
 import numpy as np
 
 from . import api
-from .codings import coding_for_name
+from .codings import CODINGS_BY_NAME
 from .container import HEADER_SIZE, MAX_K, TRAILER_SIZE, Header
 from .errors import TargetError
 from .image import KMQImage
 from .metrics import psnr_from_mse
-from .quantize import DEFAULT_ENGINE, colour_histogram, quantize_pixels
+from .quantize import DEFAULT_ENGINE, quantize_pixels
 
 #: Largest k the search considers unless told otherwise (8-bit labels, a GIF-sized palette).
 DEFAULT_MAX_K = 256
@@ -56,20 +57,42 @@ class KChoice:
         return f"k={self.k} chosen for {self.goal}: {quality}, {len(self.data):,} bytes, {len(self.probes)} probes"
 
 
+def colour_index(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct colours of (H, W, C) uint8 pixels, their pixel counts, and one pixel index per colour.
+
+    Without dithering every pixel of a colour gets the same label, so a quantization is measured
+    on the distinct colours by looking up one pixel of each. RGB uses a bincount over 24-bit keys.
+    """
+    height, width, channels = pixels.shape
+    flat = pixels.reshape(-1, channels)
+    keys = np.zeros(flat.shape[0], dtype=np.int64)
+    for channel in range(channels):
+        keys = (keys << 8) | flat[:, channel]
+    if channels == 3:
+        counts_all = np.bincount(keys, minlength=1)
+        present = np.flatnonzero(counts_all)
+        position = np.zeros(counts_all.size, dtype=np.int64)
+        position[keys] = np.arange(keys.size)
+        unique, counts, first = present, counts_all[present], position[present]
+    else:
+        unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
+    colours = np.empty((unique.size, channels), dtype=np.uint8)
+    for channel in range(channels):
+        colours[:, channel] = (unique >> (8 * (channels - 1 - channel))) & 255
+    return colours, counts.astype(np.int64), first.astype(np.int64)
+
+
 class _Prober:
     """Quantizes one image at candidate k values and remembers each result, measuring it on the histogram."""
 
     def __init__(self, pixels: np.ndarray, *, coding: str, seed: int, engine: str) -> None:
         self.pixels = pixels
-        self.coding = coding_for_name(coding)
+        self.coding = coding
         self.seed = seed
         self.engine = engine
-        colours, counts, inverse = colour_histogram(pixels)
+        colours, counts, self.pixel_of_colour = colour_index(pixels)
         self.colours = colours.astype(np.float64)
         self.counts = counts.astype(np.float64)
-        # one pixel index per distinct colour: without dithering every pixel of a colour gets the same label
-        self.pixel_of_colour = np.empty(colours.shape[0], dtype=np.int64)
-        self.pixel_of_colour[inverse] = np.arange(inverse.size)
         self.distinct = colours.shape[0]
         self.results: dict[int, tuple[KMQImage, float]] = {}
         self.sizes: dict[int, int] = {}
@@ -86,17 +109,21 @@ class _Prober:
         return self.results[k]
 
     def formula_size(self, k: int) -> int | None:
-        """The file size at palette size k from the coding's length formula, or None if it has none."""
+        """The file size at palette size k from the coding's length formula, or None if it has none
+        (a coding whose payload depends on the labels, or a choice among codings such as 'auto')."""
+        coding = CODINGS_BY_NAME.get(self.coding)
+        if coding is None:
+            return None
         height, width, channels = self.pixels.shape
-        header = Header(width=width, height=height, channels=channels, k=k, coding=self.coding.id, payload_length=0)
-        payload = self.coding.expected_length(header)
+        header = Header(width=width, height=height, channels=channels, k=k, coding=coding.id, payload_length=0)
+        payload = coding.expected_length(header)
         return None if payload is None else HEADER_SIZE + k * channels + payload + TRAILER_SIZE
 
     def size(self, k: int) -> int:
         """The real encoded size at k (one quantize and one encode, remembered)."""
         if k not in self.sizes:
             image, _ = self.image(k)
-            data = api.encode(image, coding=self.coding.name)
+            data = api.encode(image, coding=self.coding)
             self.encoded[k] = data
             self.sizes[k] = len(data)
         return self.sizes[k]

@@ -51,13 +51,18 @@ def test_image_with_few_colours_is_lossless_at_its_colour_count():
     assert np.array_equal(api.decode(choice.data).to_array(), pixels)
 
 
-@pytest.mark.parametrize("coding", sorted(CODINGS_BY_NAME))
-@pytest.mark.parametrize("budget", [1_500, 3_100])
+SIZE_CASES = [("raw", 1_500), ("raw", 3_100)] + [
+    (coding, 1_200) for coding in sorted(set(CODINGS_BY_NAME) | {api.DEFAULT_CODING}) if coding != "raw"
+]
+
+
+@pytest.mark.parametrize("coding, budget", SIZE_CASES)
 def test_size_budget_is_met_by_the_largest_k(coding, budget):
     pixels = _small(sklearn_image("china.jpg"))
-    choice = choose_k_for_size(pixels, budget, coding=coding)
+    choice = choose_k_for_size(pixels, budget, coding=coding, max_k=128)
     assert len(choice.data) <= budget
     assert api.decode(choice.data).to_array().shape == pixels.shape
+    assert 1 < choice.k < 128  # the budgets are chosen so the answer is inside the range
     # one colour more does not fit: a real encode of k+1, not the search's own formula
     assert len(api.encode(pixels, choice.k + 1, coding=coding)) > budget
 
@@ -81,3 +86,13 @@ def test_cli_reports_the_chosen_k(tmp_path, capsys):
     out = capsys.readouterr().out
     assert (tmp_path / "batch" / "flower.kmq").stat().st_size <= 2000
     assert "chosen for size <= 2,000 bytes" in out and "auto k from" in out
+
+
+def test_quality_target_on_an_image_with_alpha():
+    rgb = _small(skimage_image("astronaut"), (48, 48))
+    alpha = np.tile(np.linspace(0, 255, 48).astype(np.uint8), (48, 1))[:, :, None]  # a fade to transparent
+    pixels = np.concatenate([rgb, alpha], axis=2)
+    choice = choose_k_for_quality(pixels, 22.0)
+    decoded = api.decode(choice.data)
+    assert decoded.channels == 4
+    assert _psnr(pixels, choice.k) >= 22.0 > _psnr(pixels, choice.k - 1)

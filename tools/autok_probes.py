@@ -20,6 +20,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kmcodec.autok import _first_passing, _Prober  # noqa: E402
+from kmcodec.quantize import DEFAULT_ENGINE  # noqa: E402
 
 
 def bisection(upper: int, measure: Callable[[int], float], threshold: float) -> int | None:
@@ -79,7 +80,7 @@ def main() -> None:
     print(f"| image | target dB | k | " + " | ".join(f"{s} probes (sum k)" for s in strategies) + " |")
     print("|---|---|---|" + "---|" * len(strategies))
     for name, pixels in corpus(args.width).items():
-        prober = _Prober(pixels, coding="raw", seed=0, engine="sklearn")
+        prober = _Prober(pixels, coding="raw", seed=0, engine=DEFAULT_ENGINE)
         upper = min(args.max_k, prober.distinct)
         for target in args.targets:
             cells, answers = [], set()
