@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -85,11 +85,16 @@ def colour_index(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
 class _Prober:
     """Quantizes one image at candidate k values and remembers each result, measuring it on the histogram."""
 
-    def __init__(self, pixels: np.ndarray, *, coding: str, seed: int, engine: str) -> None:
+    def __init__(
+        self, pixels: np.ndarray, *, coding: str, seed: int, engine: str, quantize_options: Mapping[str, Any] | None = None
+    ) -> None:
         self.pixels = pixels
         self.coding = coding
         self.seed = seed
         self.engine = engine
+        self.quantize_options = dict(quantize_options or {})
+        # dithering gives pixels of one colour different labels: then measure every pixel
+        self.per_pixel = bool(self.quantize_options.get("dither"))
         colours, counts, self.pixel_of_colour = colour_index(pixels)
         self.colours = colours.astype(np.float64)
         self.counts = counts.astype(np.float64)
@@ -101,10 +106,15 @@ class _Prober:
     def image(self, k: int) -> tuple[KMQImage, float]:
         """The image quantized to k colours and its PSNR (computed once per k)."""
         if k not in self.results:
-            palette, labels = quantize_pixels(self.pixels, k, seed=self.seed, engine=self.engine)
-            colour_labels = labels.reshape(-1)[self.pixel_of_colour]
-            errors = ((self.colours - palette[colour_labels].astype(np.float64)) ** 2).sum(axis=1)
-            mse = float((errors * self.counts).sum() / (self.counts.sum() * self.pixels.shape[2]))
+            palette, labels = quantize_pixels(
+                self.pixels, k, seed=self.seed, engine=self.engine, **self.quantize_options
+            )
+            if self.per_pixel:
+                mse = float(np.mean((np.take(palette, labels, axis=0).astype(np.float64) - self.pixels) ** 2))
+            else:
+                colour_labels = labels.reshape(-1)[self.pixel_of_colour]
+                errors = ((self.colours - palette[colour_labels].astype(np.float64)) ** 2).sum(axis=1)
+                mse = float((errors * self.counts).sum() / (self.counts.sum() * self.pixels.shape[2]))
             self.results[k] = (KMQImage(palette, labels), psnr_from_mse(mse))
         return self.results[k]
 
@@ -205,9 +215,10 @@ def choose_k_for_quality(
     coding: str = api.DEFAULT_CODING,
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
+    quantize_options: Mapping[str, Any] | None = None,
 ) -> KChoice:
     """The smallest k (up to max_k) whose quantized image reaches target_psnr dB; raise TargetError if none does."""
-    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine)
+    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options)
     upper = _search_limit(prober, max_k)
     k = _first_passing(upper, lambda candidate: prober.image(candidate)[1], target_psnr)
     goal = f"PSNR >= {target_psnr:g} dB"
@@ -226,13 +237,14 @@ def choose_k_for_size(
     coding: str = api.DEFAULT_CODING,
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
+    quantize_options: Mapping[str, Any] | None = None,
 ) -> KChoice:
     """The largest k (up to max_k) whose .kmq file is at most max_bytes; raise TargetError if even k=1 is larger.
 
     With a fixed-length coding (raw) the size is a formula and only the chosen k is quantized;
     otherwise every probe is a real quantize and encode with the chosen coding.
     """
-    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine)
+    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options)
     upper = _search_limit(prober, max_k)
     goal = f"size <= {max_bytes:,} bytes"
     fixed = prober.formula_size(1) is not None
@@ -261,11 +273,15 @@ def choose_k(
     coding: str = api.DEFAULT_CODING,
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
+    quantize_options: Mapping[str, Any] | None = None,
 ) -> KChoice:
-    """Dispatch to the quality or the size search; exactly one of quality and max_bytes must be given."""
+    """Dispatch to the quality or the size search; exactly one of quality and max_bytes must be given.
+
+    quantize_options are further keyword arguments of quantize_pixels (colour space, dithering, ...).
+    """
     if (quality is None) == (max_bytes is None):
         raise ValueError("give exactly one of quality (PSNR in dB) and max_bytes")
-    options = dict(max_k=max_k, coding=coding, seed=seed, engine=engine)
+    options = dict(max_k=max_k, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options)
     if quality is not None:
         return choose_k_for_quality(pixels, quality, **options)
     assert max_bytes is not None

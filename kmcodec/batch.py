@@ -15,7 +15,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__, api
 from .atomic import OutputExistsError, atomic_output
@@ -40,6 +40,8 @@ class EncodeOptions:
     seed: int = 0
     engine: str = DEFAULT_ENGINE
     force: bool = False
+    #: further keyword arguments of the quantizer (colour space, dithering, ...), as (name, value) pairs
+    quantize_options: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -253,11 +255,12 @@ def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, st
             coding=options.coding,
             seed=options.seed,
             engine=options.engine,
+            quantize_options=dict(options.quantize_options),
         )
         image, data, chosen_k = choice.image, choice.data, choice.k
         how = f" ({choice.describe()})"
     else:
-        image = api.quantize(pixels, options.k, seed=options.seed, engine=options.engine)
+        image = api.quantize(pixels, options.k, seed=options.seed, engine=options.engine, **dict(options.quantize_options))
         data = api.encode(image, coding=options.coding)
         how = ""
     with atomic_output(task.target, overwrite=options.force) as handle:

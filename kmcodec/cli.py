@@ -235,7 +235,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         if args.k is None:
             choice = choose_k(
                 load_pixels(args.input), quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k,
-                coding=args.coding, seed=args.seed, engine=args.engine,
+                coding=args.coding, seed=args.seed, engine=args.engine, quantize_options=_quantize_options(args),
             )
             image, data = choice.image, choice.data
         else:
@@ -301,6 +301,7 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         options: batch.EncodeOptions | batch.DecodeOptions = batch.EncodeOptions(
             k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
             seed=args.seed, engine=args.engine, force=args.force,
+            quantize_options=tuple(_quantize_options(args).items()),
         )
         suffix, wanted, verb = ".kmq", batch.encodable, "encoded"
     else:
@@ -335,6 +336,15 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         where = f"Dask ({args.scheduler})" if args.scheduler else f"{workers} process{'es' if workers > 1 else ''}"
         print(summary.describe(verb, where))
     return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+#: encode options that go to the quantizer as they are, when the parser has them
+QUANTIZER_OPTIONS = ("space", "speed", "dither")
+
+
+def _quantize_options(args: argparse.Namespace) -> dict[str, object]:
+    """The quantizer's own options (colour space, speed, dithering) given on the command line, if any."""
+    return {name: getattr(args, name) for name in QUANTIZER_OPTIONS if hasattr(args, name)}
 
 
 def _cores() -> int:
