@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import numpy as np
+
 from . import __version__, api
 from .atomic import OutputExistsError, atomic_output
 from .autok import DEFAULT_MAX_K, choose_k
 from .container import DEFAULT_MAX_PIXELS
 from .errors import BatchError, KMQError
+from .image import KMQImage
 from .imageio import load_pixels
 from .quantize import DEFAULT_ENGINE
 
@@ -275,7 +278,7 @@ def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, st
 def _decode_one(task: Task, options: DecodeOptions) -> tuple[int, None, str]:
     _check_target(task, options.force)
     image = api.read(task.source, max_pixels=options.max_pixels)
-    size = save_picture(image.to_pil(), task.target, options.image_format, overwrite=options.force)
+    size = save_picture(image, task.target, options.image_format, overwrite=options.force)
     detail = f"{task.source_name} -> {task.target_name}: {image.width}x{image.height} {image.mode}, k={image.k}"
     return size, None, detail
 
@@ -291,12 +294,19 @@ def image_format_for(extension: str) -> str:
     return image_format
 
 
-def save_picture(picture, target: Path, extension: str, *, overwrite: bool) -> int:
-    """Write a Pillow image atomically in the format of `extension` (WebP lossless); return its size."""
+def save_picture(image: KMQImage, target: Path, extension: str, *, overwrite: bool) -> int:
+    """Write a decoded image atomically in the format of `extension`; return its size.
+
+    The same rules as the one-file `kmcodec decode`: no alpha in JPEG/BMP/PPM, no partial
+    alpha in GIF, WebP lossless and exact (transparent pixels keep their stored colours).
+    """
     image_format = image_format_for(extension)
+    picture = image.to_pil()
     if image_format in ("JPEG", "BMP", "PPM") and picture.mode == "RGBA":
         raise BatchError(f"{target}: {image_format} cannot store alpha; use png or webp")
-    options = {"lossless": True} if image_format == "WEBP" else {}
+    if image_format == "GIF" and image.channels == 4 and not np.isin(image.palette[:, 3], (0, 255)).all():
+        raise BatchError(f"{target}: GIF cannot store partial transparency; use png or webp")
+    options = {"lossless": True, "exact": True} if image_format == "WEBP" else {}
     with atomic_output(target, overwrite=overwrite) as handle:
         picture.save(handle, format=image_format, **options)
         handle.flush()
