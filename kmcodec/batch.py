@@ -341,11 +341,22 @@ def run_tasks(
         for future in concurrent.futures.as_completed(futures):
             results.append(_collect(future, futures[future]))
             on_result(results[-1])
-    except BaseException:
-        pool.shutdown(wait=False, cancel_futures=True)
+    except BaseException:  # interrupted: stop the workers now rather than let them finish their queue
+        _stop_pool(pool)
         raise
     pool.shutdown()
     return results
+
+
+def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
+    """Cancel what has not started and end this pool's own worker processes."""
+    processes = list(getattr(pool, "_processes", {}).values())  # the executor has no public way before 3.14
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=5)
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
