@@ -170,3 +170,24 @@ def test_progress_bar_only_on_a_terminal(inputs, tmp_path):
     assert code == 0
     assert b"\r" in stderr and b"decode 2/2 100%" in stderr  # the bar, drawn and finished
     assert "decoded 2 of 2 files" in stdout
+
+
+def test_plan_names_outputs_and_refuses_clashes(inputs, tmp_path):
+    from kmcodec.batch import EncodeOptions, plan
+
+    folder = inputs["folder"]
+    (folder / "china.jpg").write_bytes(inputs["china"].read_bytes())  # would also become china.kmq
+    (folder / ".hidden.png").write_bytes(inputs["china"].read_bytes())
+    (folder / "notes.txt").write_text("not an image")
+    out = folder / "out"  # an output folder inside the input folder is not walked
+    out.mkdir()
+    (out / "old.png").write_bytes(inputs["china"].read_bytes())
+    tasks, refused = plan([folder, inputs["china"]], out, suffix=".kmq", options=EncodeOptions(k=4), recursive=True)
+    names = [task.target.relative_to(out.resolve()).as_posix() for task in tasks]
+    assert names == ["broken.kmq", "china.kmq", "flower.kmq", "sub/astronaut.kmq"]
+    assert tasks[1].source.name == "china.jpg"  # walked in sorted order, so china.jpg claims china.kmq first
+    # china.png clashes with it (and naming it again on the command line adds nothing)
+    assert [r.error for r in refused] == [
+        f"{folder / 'china.png'}: output {out / 'china.kmq'} is also the output of {folder / 'china.jpg'}"
+    ]
+    assert all(task.source.is_absolute() and task.target.is_absolute() for task in tasks)  # what remote workers need
