@@ -141,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
         "       %(prog)s IN.kmq... -d OUTDIR [--format png] [-r] [-j N] [--scheduler S] [options]",
     )
     dec.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="IN.kmq OUT.png, or with -d any number of .kmq")
-    dec.add_argument("--format", dest="image_format", help="with -d: output format extension (default png)")
+    dec.add_argument("--format", dest="image_format", metavar="EXT", help="with -d: output format extension (default png)")
     _add_batch_options(dec, ".kmq")
     dec.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     dec.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")
