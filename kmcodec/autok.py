@@ -12,7 +12,6 @@ a probed neighbour k-1 that misses the goal (or k+1 that does not fit).
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -86,7 +85,13 @@ class _Prober:
     """Quantizes one image at candidate k values and remembers each result, measuring it on the histogram."""
 
     def __init__(
-        self, pixels: np.ndarray, *, coding: str, seed: int, engine: str, quantize_options: Mapping[str, Any] | None = None
+        self,
+        pixels: np.ndarray,
+        *,
+        coding: str,
+        seed: int,
+        engine: str,
+        quantize_options: Mapping[str, Any] | None = None,
     ) -> None:
         self.pixels = pixels
         self.coding = coding

@@ -172,7 +172,14 @@ def plan(
         target = out_abs / target_rel
         target_name = str(out_dir / target_rel)
         if target in claimed:
-            refused.append(FileResult(str(source), target_name, False, error=f"{source}: output {target_name} is also the output of {claimed[target]}"))
+            refused.append(
+                FileResult(
+                    str(source),
+                    target_name,
+                    False,
+                    error=f"{source}: output {target_name} is also the output of {claimed[target]}",
+                )
+            )
             return
         claimed[target] = str(source)
         tasks.append(Task(source_abs, target, str(source), target_name, options))
@@ -263,7 +270,9 @@ def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, st
         image, data, chosen_k = choice.image, choice.data, choice.k
         how = f" ({choice.describe()})"
     else:
-        image = api.quantize(pixels, options.k, seed=options.seed, engine=options.engine, **dict(options.quantize_options))
+        image = api.quantize(
+            pixels, options.k, seed=options.seed, engine=options.engine, **dict(options.quantize_options)
+        )
         data = api.encode(image, coding=options.coding)
         how = ""
     with atomic_output(task.target, overwrite=options.force) as handle:
@@ -438,8 +447,10 @@ def _run_on_dask(
             client.wait_for_workers(1, timeout=60)
             versions = client.run(worker_version)
         except Exception as exc:
-            raise BatchError(f"Dask workers at {scheduler} cannot run kmcodec ({type(exc).__name__}: {exc}); "
-                             f"install kmcodec {__version__} on every worker") from None
+            raise BatchError(
+                f"Dask workers at {scheduler} cannot run kmcodec ({type(exc).__name__}: {exc}); "
+                f"install kmcodec {__version__} on every worker"
+            ) from None
         wrong = {worker: version for worker, version in versions.items() if version != __version__}
         if wrong:
             raise BatchError(f"Dask workers run another kmcodec version than this client ({__version__}): {wrong}")

@@ -91,8 +91,13 @@ def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     """Single-file form (IN OUT) unless -d OUTDIR is given; batch-only options need -d."""
     if args.out_dir is not None:
         return
-    batch_only = [flag for flag, value in (("--recursive", args.recursive), ("--jobs", args.jobs),
-                  ("--scheduler", args.scheduler), ("--format", getattr(args, "image_format", None))) if value]
+    given = {
+        "--recursive": args.recursive,
+        "--jobs": args.jobs,
+        "--scheduler": args.scheduler,
+        "--format": getattr(args, "image_format", None),
+    }
+    batch_only = [flag for flag, value in given.items() if value]
     if batch_only:
         parser.error(f"{args.command}: {', '.join(batch_only)} need -d OUTDIR (batch mode)")
     if len(args.paths) != 2:
@@ -118,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     choose = enc.add_mutually_exclusive_group(required=True)
     choose.add_argument("-k", "--colors", dest="k", type=_k_value, help="palette size, 1 to 65536")
     choose.add_argument("--quality", type=_psnr_value, metavar="PSNR", help="auto-k: smallest k reaching PSNR dB")
-    choose.add_argument("--max-bytes", type=_positive_int, metavar="N", help="auto-k: largest k whose file fits N bytes")
+    choose.add_argument("--max-bytes", type=_positive_int, metavar="N", help="auto-k: largest k whose file fits")
     enc.add_argument("--max-k", type=_k_value, default=DEFAULT_MAX_K, help="largest k auto-k considers (default 256)")
     _add_batch_options(enc, "image")
     enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
@@ -140,8 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
         usage="%(prog)s IN.kmq OUT.png [options]\n"
         "       %(prog)s IN.kmq... -d OUTDIR [--format png] [-r] [-j N] [--scheduler S] [options]",
     )
-    dec.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="IN.kmq OUT.png, or with -d any number of .kmq")
-    dec.add_argument("--format", dest="image_format", metavar="EXT", help="with -d: output format extension (default png)")
+    dec.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="IN.kmq OUT.png, or with -d many .kmq")
+    dec.add_argument("--format", dest="image_format", metavar="EXT", help="with -d: output format (default png)")
     _add_batch_options(dec, ".kmq")
     dec.add_argument("--max-pixels", type=_positive_int, default=DEFAULT_MAX_PIXELS, help="refuse larger images")
     dec.add_argument("-f", "--force", action="store_true", help="overwrite an existing output")

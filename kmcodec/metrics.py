@@ -62,7 +62,11 @@ def delta_e_2000(lab1: np.ndarray, lab2: np.ndarray) -> np.ndarray:
     h_bar = np.where(
         chroma_zero,
         h_sum,
-        np.where(np.abs(h1p - h2p) <= 180.0, h_sum / 2.0, np.where(h_sum < 360.0, (h_sum + 360.0) / 2.0, (h_sum - 360.0) / 2.0)),
+        np.where(
+            np.abs(h1p - h2p) <= 180.0,
+            h_sum / 2.0,
+            np.where(h_sum < 360.0, (h_sum + 360.0) / 2.0, (h_sum - 360.0) / 2.0),
+        ),
     )
     t = (
         1.0

@@ -123,7 +123,9 @@ def _preview(pixels: np.ndarray, longest: int):
     picture = Image.fromarray(pixels, "RGBA" if pixels.shape[2] == 4 else "RGB")
     scale = longest / max(picture.size)
     if scale < 1:
-        picture = picture.resize((max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.NEAREST)
+        picture = picture.resize(
+            (max(1, round(picture.width * scale)), max(1, round(picture.height * scale))), Image.NEAREST
+        )
     return picture
 
 
@@ -157,11 +159,23 @@ def _draw_rd(axes, comparison: Comparison) -> None:
     psnrs = [r.quality.psnr for r in finite]
     axes.plot(sizes, psnrs, "o-", color="#1f5fa8")
     for row in finite:
-        axes.annotate(f"k={row.requested_k}", (row.file_bytes, row.quality.psnr), textcoords="offset points",
-                      xytext=(4, -12), fontsize=8)
+        axes.annotate(
+            f"k={row.requested_k}",
+            (row.file_bytes, row.quality.psnr),
+            textcoords="offset points",
+            xytext=(4, -12),
+            fontsize=8,
+        )
     axes.axvline(comparison.input_bytes, color="#a83232", linestyle="--", linewidth=1)
-    axes.annotate(f"input file ({comparison.input_bytes:,} B)", (comparison.input_bytes, min(psnrs, default=0)),
-                  textcoords="offset points", xytext=(-4, 4), fontsize=8, color="#a83232", ha="right")
+    axes.annotate(
+        f"input file ({comparison.input_bytes:,} B)",
+        (comparison.input_bytes, min(psnrs, default=0)),
+        textcoords="offset points",
+        xytext=(-4, 4),
+        fontsize=8,
+        color="#a83232",
+        ha="right",
+    )
     axes.set_xscale("log")
     axes.set_xlabel(f".kmq file size, bytes ({comparison.coding} coding, log scale)")
     axes.set_ylabel("PSNR, dB")
@@ -192,7 +206,9 @@ def render_html(comparison: Comparison, *, preview: int = 640) -> str:
     cells = table_rows(comparison)
     headers = list(cells[0]) if cells else []
     table = (
-        "<table><thead><tr>" + "".join(f"<th>{esc(h)}</th>" for h in headers) + "</tr></thead><tbody>"
+        "<table><thead><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in headers)
+        + "</tr></thead><tbody>"
         + "".join("<tr>" + "".join(f"<td>{esc(r[h])}</td>" for h in headers) + "</tr>" for r in cells)
         + "</tbody></table>"
     )
@@ -201,7 +217,9 @@ def render_html(comparison: Comparison, *, preview: int = 640) -> str:
         plot = f'<img class="plot" alt="rate-distortion plot" src="data:image/svg+xml;base64,{svg}">'
     else:
         plot = f'<p class="note">No rate-distortion plot: matplotlib is not installed; {esc(PLOT_HINT)}.</p>'
-    shown = "" if max(width, height) <= preview else f" Pictures are shown at most {preview} px wide (nearest-neighbour)."
+    shown = (
+        "" if max(width, height) <= preview else f" Pictures are shown at most {preview} px wide (nearest-neighbour)."
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>kmcodec compare: {esc(comparison.name)}</title>
@@ -226,7 +244,8 @@ th {{ background: #f0f0f0; }}
 <h2>Sizes and quality</h2>
 {table}
 <p>bits/pixel: label bits ceil(log2 k), and the whole file's bits per pixel. PSNR over all channels;
-ΔE2000: mean CIEDE2000 colour difference (below about 1 is invisible, above 5 is obvious). Time: quantize and encode, after a warm-up (engine imports excluded).</p>
+ΔE2000: mean CIEDE2000 colour difference (below about 1 is invisible, above 5 is obvious).
+Time: quantize and encode, after a warm-up (engine imports excluded).</p>
 <h2>Rate and distortion</h2>
 {plot}
 </body></html>
@@ -246,7 +265,9 @@ def write_png(comparison: Comparison, path: Path, *, preview: int = 640, overwri
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    pictures = [("original", comparison.original)] + [(f"k = {r.requested_k}", r.image.to_array()) for r in comparison.rows]
+    pictures = [("original", comparison.original)] + [
+        (f"k = {r.requested_k}", r.image.to_array()) for r in comparison.rows
+    ]
     columns = min(len(pictures), 6)
     picture_rows = -(-len(pictures) // columns)
     height, width = comparison.original.shape[:2]
@@ -254,7 +275,9 @@ def write_png(comparison: Comparison, path: Path, *, preview: int = 640, overwri
     figure = Figure(figsize=(4.0 * columns, cell_height * picture_rows + 4.6), dpi=100)
     grid = figure.add_gridspec(picture_rows + 1, columns, height_ratios=[cell_height] * picture_rows + [4.6])
     for index, (title, pixels) in enumerate(pictures):
-        cell = grid[index // columns, index % columns].subgridspec(2, 1, height_ratios=[cell_height - 0.9, 0.5], hspace=0.15)
+        cell = grid[index // columns, index % columns].subgridspec(
+            2, 1, height_ratios=[cell_height - 0.9, 0.5], hspace=0.15
+        )
         axes = figure.add_subplot(cell[0])
         axes.imshow(np.asarray(_preview(pixels, preview)), interpolation="nearest")
         axes.set_title(title, fontsize=10)
@@ -278,7 +301,8 @@ def write_png(comparison: Comparison, path: Path, *, preview: int = 640, overwri
         table.auto_set_column_width(list(range(len(cells[0]))))
         table.scale(1, 1.4)
     table_axes.set_title(
-        f"{comparison.name}: {width} x {height}, input {comparison.input_bytes:,} B, 24-bit raw {comparison.raw24_bytes:,} B",
+        f"{comparison.name}: {width} x {height}, input {comparison.input_bytes:,} B, "
+        f"24-bit raw {comparison.raw24_bytes:,} B",
         fontsize=9,
     )
     _draw_rd(figure.add_subplot(bottom[1]), comparison)

@@ -91,7 +91,10 @@ def test_batch_recursive_on_two_processes_matches_this_process(inputs, tmp_path,
 
 def test_batch_decode_writes_the_decoded_pixels(inputs, tmp_path, capsys):
     kmq = tmp_path / "kmq"
-    assert main(["encode", str(inputs["china"]), str(inputs["astronaut"]), "-d", str(kmq), "-k", "8", "-q", "-j", "1"]) == 0
+    assert (
+        main(["encode", str(inputs["china"]), str(inputs["astronaut"]), "-d", str(kmq), "-k", "8", "-q", "-j", "1"])
+        == 0
+    )
     damaged = kmq / "damaged.kmq"
     data = bytearray((kmq / "china.kmq").read_bytes())
     data[60] ^= 0xFF
@@ -162,7 +165,9 @@ def _run_decode_batch(kmq: Path, out: Path, stderr_tty: bool) -> tuple[int, byte
 
 def test_progress_bar_only_on_a_terminal(inputs, tmp_path):
     kmq = tmp_path / "kmq"
-    assert main(["encode", str(inputs["china"]), str(inputs["flower"]), "-d", str(kmq), "-k", "4", "-q", "-j", "1"]) == 0
+    assert (
+        main(["encode", str(inputs["china"]), str(inputs["flower"]), "-d", str(kmq), "-k", "4", "-q", "-j", "1"]) == 0
+    )
     code, stderr, stdout = _run_decode_batch(kmq, tmp_path / "piped", stderr_tty=False)
     assert code == 0 and stderr == b""
     assert "decoded 2 of 2 files" in stdout

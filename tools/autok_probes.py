@@ -77,7 +77,7 @@ def main() -> None:
     args = parser.parse_args()
     strategies = {"kmcodec": _first_passing, "bisection": bisection, "linear": linear}
     totals = {name: [0, 0] for name in strategies}
-    print(f"| image | target dB | k | " + " | ".join(f"{s} probes (sum k)" for s in strategies) + " |")
+    print("| image | target dB | k | " + " | ".join(f"{s} probes (sum k)" for s in strategies) + " |")
     print("|---|---|---|" + "---|" * len(strategies))
     for name, pixels in corpus(args.width).items():
         prober = _Prober(pixels, coding="raw", seed=0, engine=DEFAULT_ENGINE)
