@@ -383,7 +383,8 @@ def _collect(future, task: Task) -> FileResult:
     try:
         return future.result()
     except Exception as exc:
-        return _failure(task, f"{task.source_name}: worker failed: {type(exc).__name__}: {exc}")
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        return _failure(task, f"{task.source_name}: worker failed: {type(exc).__name__}: {first_line}")
 
 
 def limit_threads() -> None:
@@ -454,6 +455,16 @@ def _run_on_dask(
         wrong = {worker: version for worker, version in versions.items() if version != __version__}
         if wrong:
             raise BatchError(f"Dask workers run another kmcodec version than this client ({__version__}): {wrong}")
+        try:  # recent Dask schedulers unpickle the tasks too, so they need kmcodec as well
+            scheduler_version = client.run_on_scheduler(worker_version)
+        except Exception as exc:
+            first_line = (str(exc).strip().splitlines() or [""])[0]
+            raise BatchError(
+                f"the Dask scheduler at {scheduler} cannot run kmcodec ({type(exc).__name__}: {first_line}); "
+                f"install kmcodec {__version__} where the scheduler runs too"
+            ) from None
+        if scheduler_version != __version__:
+            raise BatchError(f"the Dask scheduler runs kmcodec {scheduler_version}, this client {__version__}")
         futures = {client.submit(run_task, task, pure=False): task for task in tasks}
         results: list[FileResult] = []
         for future in as_completed(list(futures)):

@@ -36,6 +36,23 @@ def test_batch_on_a_local_dask_cluster(tmp_path, capsys):
     assert not (out / "damaged.png").exists()
 
 
+def test_batch_on_a_running_scheduler_by_address(tmp_path, capsys):
+    """--scheduler tcp://HOST:PORT: the way to a real cluster, here a two-process cluster on 127.0.0.1."""
+    distributed = pytest.importorskip("distributed", reason="the dask extra: pip install 'kmcodec[dask]'")
+    source = tmp_path / "flower.kmq"
+    api.write(source, sklearn_image("flower.jpg")[::8, ::8], 12)
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tcp://127.0.0.1:")
+        code = main(["decode", str(source), "-d", str(tmp_path / "out"), "--format", "webp", "--scheduler", address])
+    assert code == 0, capsys.readouterr().err
+    assert f"on Dask ({address})" in capsys.readouterr().out
+    with Image.open(tmp_path / "out" / "flower.webp") as picture:
+        assert np.array_equal(np.asarray(picture.convert("RGB")), api.read(source).to_array())
+
+
 def test_scheduler_without_dask_says_how_to_get_it(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "distributed", None)  # as if the dask extra were not installed
     source = tmp_path / "china.kmq"
