@@ -163,7 +163,7 @@ def _draw_rd(axes, comparison: Comparison) -> None:
             f"k={row.requested_k}",
             (row.file_bytes, row.quality.psnr),
             textcoords="offset points",
-            xytext=(4, -12),
+            xytext=(6, -3),
             fontsize=8,
         )
     axes.axvline(comparison.input_bytes, color="#a83232", linestyle="--", linewidth=1)
@@ -176,11 +176,25 @@ def _draw_rd(axes, comparison: Comparison) -> None:
         color="#a83232",
         ha="right",
     )
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     axes.set_xscale("log")
+    axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short_bytes(value)))
+    axes.xaxis.set_minor_formatter(NullFormatter())
     axes.set_xlabel(f".kmq file size, bytes ({comparison.coding} coding, log scale)")
     axes.set_ylabel("PSNR, dB")
     axes.set_title("rate-distortion across k")
     axes.grid(True, which="both", alpha=0.3)
+    axes.margins(x=0.1, y=0.1)
+
+
+def _short_bytes(value: float) -> str:
+    """1500 -> '1.5 kB', for axis ticks."""
+    for unit, size in (("MB", 1e6), ("kB", 1e3)):
+        if value >= size:
+            return f"{value / size:g} {unit}"
+    return f"{value:g} B"
 
 
 def render_html(comparison: Comparison, *, preview: int = 640) -> str:
