@@ -43,6 +43,8 @@ class EncodeOptions:
     seed: int = 0
     engine: str = DEFAULT_ENGINE
     force: bool = False
+    #: refuse input images of more pixels (None: Pillow's decompression-bomb limit)
+    max_pixels: int | None = None
     #: further keyword arguments of the quantizer (colour space, dithering, ...), as (name, value) pairs
     quantize_options: tuple[tuple[str, Any], ...] = ()
 
@@ -254,7 +256,7 @@ def _check_target(task: Task, force: bool) -> None:
 
 def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, str]:
     _check_target(task, options.force)
-    pixels = load_pixels(task.source, name=task.source_name)
+    pixels = load_pixels(task.source, name=task.source_name, max_pixels=options.max_pixels)
     chosen_k = None
     if options.k is None:
         choice = choose_k(

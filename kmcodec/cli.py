@@ -239,8 +239,14 @@ def cmd_encode(args: argparse.Namespace) -> int:
     try:
         if args.k is None:
             choice = choose_k(
-                load_pixels(args.input), quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k,
-                coding=args.coding, seed=args.seed, engine=args.engine, quantize_options=_quantize_options(args),
+                load_pixels(args.input, max_pixels=args.max_pixels),
+                quality=args.quality,
+                max_bytes=args.max_bytes,
+                max_k=args.max_k,
+                coding=args.coding,
+                seed=args.seed,
+                engine=args.engine,
+                quantize_options=_quantize_options(args),
             )
             image, data = choice.image, choice.data
         else:
@@ -305,7 +311,7 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
     if kind == "encode":
         options: batch.EncodeOptions | batch.DecodeOptions = batch.EncodeOptions(
             k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
-            seed=args.seed, engine=args.engine, force=args.force,
+            seed=args.seed, engine=args.engine, force=args.force, max_pixels=args.max_pixels,
             quantize_options=tuple(_quantize_options(args).items()),
         )
         suffix, wanted, verb = ".kmq", batch.encodable, "encoded"
