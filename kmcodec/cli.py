@@ -188,6 +188,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handlers[args.command](args)
     except (KMQError, CommandError, OutputExistsError) as exc:
         _fail(str(exc))
+    except BrokenPipeError:
+        # the reader went away (e.g. `kmcodec info x.kmq | head`): not an error of ours, say nothing
+        _silence_stdout()
+        return EXIT_OK
     except OSError as exc:
         _fail(_os_error_message(exc))
     except KeyboardInterrupt:
@@ -196,6 +200,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         _fail("out of memory")
     return EXIT_FAILURE
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush does not fail on the closed pipe again."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 def _fail(message: str) -> None:
