@@ -2,12 +2,14 @@
 
 Works on groups of 8 labels, which always fill exactly b bytes, with numpy shifts
 on 64-bit words; large images are processed in chunks to bound temporary memory.
+When the C extension is built (kmcodec/_fastpath.c) it does both loops, bit for bit the same.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from . import fastpath
 from .errors import LabelError, PaddingError, TruncatedError
 
 #: Labels per chunk: a multiple of 8 so every chunk starts on a byte boundary.
@@ -41,6 +43,9 @@ def pack_labels(labels: np.ndarray, bits: int) -> bytes:
         return flat.astype(np.uint8, copy=False).tobytes()
     if bits == 16:
         return flat.astype(">u2").tobytes()
+    fast = fastpath.pack(flat, bits)
+    if fast is not None:
+        return fast
     out = bytearray(packed_size(n, bits))
     for start in range(0, n, CHUNK_LABELS):
         chunk = flat[start : start + CHUNK_LABELS]
@@ -101,6 +106,12 @@ def unpack_labels(data: bytes | memoryview, n_labels: int, bits: int, k: int | N
         labels = np.frombuffer(buf[:expected], dtype=np.uint8).copy()
     elif bits == 16:
         labels = np.frombuffer(buf[:expected], dtype=">u2").astype(np.uint16)
+    elif (fast := fastpath.unpack(buf[:expected], n_labels, bits, dtype)) is not None:
+        labels, top = fast
+        if k is not None and top >= k:
+            where = int(np.argmax(labels >= k))
+            raise LabelError(f"label stream: pixel {where} has label {int(labels[where])} >= k = {k}")
+        return labels
     else:
         labels = np.empty(n_labels, dtype=dtype)
         for start in range(0, n_labels, CHUNK_LABELS):

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from . import fastpath
 from .bitpack import label_bits, label_dtype
 from .container import MAX_K
 
@@ -80,7 +81,7 @@ class KMQImage:
 
     def to_array(self) -> np.ndarray:
         """Expand to a (height, width, channels) uint8 pixel array."""
-        return np.take(self.palette, self.labels, axis=0)
+        return fastpath.expand(self.palette, self.labels)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         pixels = self.to_array()

@@ -1,110 +1,281 @@
 """Colour quantization: choose a palette of at most k colours by k-means and label every pixel.
 
-The work is done on the image's colour histogram (distinct colours weighted by
+All engines work on the image's colour histogram (distinct colours weighted by
 their pixel counts), which has the same k-means objective as all pixels at a
-fraction of the cost; labels are exact nearest palette entries, mapped back to
-pixels through the histogram's inverse index.
+fraction of the cost. Labels are exact nearest palette entries of the distinct
+colours, mapped back to the pixels through a lookup table.
+
+Engines:
+- ``fast`` (default): bincount histogram over 24-bit keys; weighted k-means on
+  the histogram (merged into small colour cells when it is large) from a
+  variance-minimizing split start; Lloyd refinement passes on all distinct
+  colours; exact grid-pruned nearest-entry labelling. numpy only.
+- ``sklearn``: the textbook method, scikit-learn ``KMeans`` (k-means++ start,
+  Lloyd to convergence) fitted on the weighted histogram, the same objective as
+  fitting every pixel. Kept as the quality reference.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-ENGINES = ("sklearn",)
-DEFAULT_ENGINE = "sklearn"
+from . import fastpath
+from .colorspace import from_features, to_features
+from .errors import KMQError
+from .kmeans import lloyd, split_start, weighted_means
+from .nearest import nearest_centroid
+
+ENGINES = ("fast", "sklearn")
+DEFAULT_ENGINE = "fast"
+SPACES = ("rgb", "oklab")
+DEFAULT_SPACE = "rgb"
+DEFAULT_SPEED = 4
+SPEEDS = range(1, 11)
+#: Pixels whose keys are computed at once; bounds the per-pixel temporaries (8 bytes each).
+PIXEL_CHUNK = 1 << 22
+#: Below this many pixels sorting the keys beats a bincount over all 2**24 possible colours.
+SMALL_IMAGE_PIXELS = 1 << 20
 
 
-def colour_histogram(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return (colours (m, C) uint8, counts (m,) int64, inverse (H*W,) index of each pixel's colour).
+class QuantizeOptionError(KMQError):
+    """A quantizer option (k, engine, space, speed, dither) is out of range."""
 
-    Colours are sorted by their packed integer key, so the result is deterministic.
-    """
+    kind = "option"
+
+
+@dataclass(frozen=True)
+class SpeedPlan:
+    """What a --speed level buys: histogram points k-means runs on, Lloyd rounds, full-data refinements."""
+
+    max_points: int
+    max_iter: int
+    refine: int
+
+    @classmethod
+    def for_speed(cls, speed: int) -> "SpeedPlan":
+        """1 is slowest and best, 10 fastest; 4 is the default."""
+        table = {
+            1: (1 << 18, 300, 6),
+            2: (1 << 17, 200, 4),
+            3: (1 << 16, 100, 3),
+            4: (1 << 15, 60, 2),
+            5: (1 << 14, 40, 2),
+            6: (1 << 13, 30, 1),
+            7: (1 << 12, 20, 1),
+            8: (1 << 12, 10, 1),
+            9: (1 << 11, 5, 0),
+            10: (1 << 10, 2, 0),
+        }
+        max_points, max_iter, refine = table[speed]
+        return cls(max_points, max_iter, refine)
+
+
+@dataclass(frozen=True)
+class ColourHistogram:
+    """The distinct colours of an image (sorted by packed key) and how many pixels have each."""
+
+    colours: np.ndarray  # (m, C) uint8
+    counts: np.ndarray  # (m,) int64
+    keys: np.ndarray  # (m,) uint32 packed colour keys, ascending
+
+
+def pixel_keys(flat: np.ndarray) -> np.ndarray:
+    """Pack (n, C) uint8 colours into uint32 keys, first channel most significant."""
+    channels = flat.shape[1]
+    keys = flat[:, 0].astype(np.uint32)
+    for c in range(1, channels):
+        keys <<= np.uint32(8)
+        keys |= flat[:, c]
+    return keys
+
+
+def _unpack_keys(keys: np.ndarray, channels: int) -> np.ndarray:
+    colours = np.empty((keys.size, channels), dtype=np.uint8)
+    for c in range(channels):
+        colours[:, c] = (keys >> np.uint32(8 * (channels - 1 - c))) & np.uint32(255)
+    return colours
+
+
+def colour_histogram(pixels: np.ndarray) -> ColourHistogram:
+    """Count the distinct colours of (H, W, C) uint8 pixels, in chunks (bincount over 24-bit keys for RGB)."""
+    channels = pixels.shape[2]
+    flat = pixels.reshape(-1, channels)
+    fast = fastpath.histogram_rgb(flat) if channels == 3 else None
+    if fast is not None:
+        keys, counts = fast
+    elif channels == 3 and flat.shape[0] >= SMALL_IMAGE_PIXELS:
+        counts_all = np.bincount(pixel_keys(flat[:PIXEL_CHUNK]), minlength=1 << 24)
+        for start in range(PIXEL_CHUNK, flat.shape[0], PIXEL_CHUNK):
+            counts_all += np.bincount(pixel_keys(flat[start : start + PIXEL_CHUNK]), minlength=1 << 24)
+        keys = np.flatnonzero(counts_all).astype(np.uint32)
+        counts = counts_all[keys]
+        del counts_all
+    else:
+        parts = [
+            np.unique(pixel_keys(flat[s : s + PIXEL_CHUNK]), return_counts=True)
+            for s in range(0, flat.shape[0], PIXEL_CHUNK)
+        ]
+        if len(parts) == 1:
+            keys, counts = parts[0]
+        else:
+            all_keys = np.concatenate([p[0] for p in parts])
+            all_counts = np.concatenate([p[1] for p in parts])
+            keys, inverse = np.unique(all_keys, return_inverse=True)
+            counts = np.bincount(inverse, weights=all_counts, minlength=keys.size).astype(np.int64)
+    return ColourHistogram(_unpack_keys(keys, channels), counts.astype(np.int64), keys.astype(np.uint32))
+
+
+def map_pixels(pixels: np.ndarray, histogram: ColourHistogram, colour_label: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Label of every pixel: its colour's label, looked up by packed key, chunk by chunk."""
     height, width, channels = pixels.shape
     flat = pixels.reshape(-1, channels)
-    keys = np.zeros(flat.shape[0], dtype=np.uint32)
-    for c in range(channels):
-        keys |= flat[:, c].astype(np.uint32) << np.uint32(8 * (channels - 1 - c))
     if channels == 3:
-        counts_all = np.bincount(keys, minlength=1)
-        present = np.flatnonzero(counts_all)
-        lookup = np.zeros(counts_all.size, dtype=np.int64)
-        lookup[present] = np.arange(present.size)
-        inverse = lookup[keys]
-        counts = counts_all[present]
-        unique_keys = present.astype(np.uint32)
+        fast = fastpath.map_rgb(flat, histogram.keys, colour_label, dtype)
+        if fast is not None:
+            return fast.reshape(height, width)
+    out = np.empty(flat.shape[0], dtype=dtype)
+    if channels == 3 and flat.shape[0] >= SMALL_IMAGE_PIXELS:
+        lut = np.zeros(1 << 24, dtype=dtype)
+        lut[histogram.keys] = colour_label
+        for start in range(0, flat.shape[0], PIXEL_CHUNK):
+            out[start : start + PIXEL_CHUNK] = lut[pixel_keys(flat[start : start + PIXEL_CHUNK])]
     else:
-        unique_keys, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-    colours = np.empty((unique_keys.size, channels), dtype=np.uint8)
-    for c in range(channels):
-        colours[:, c] = (unique_keys >> np.uint32(8 * (channels - 1 - c))) & np.uint32(255)
-    return colours, counts.astype(np.int64), inverse.reshape(-1)
+        table = colour_label.astype(dtype)
+        for start in range(0, flat.shape[0], PIXEL_CHUNK):
+            index = np.searchsorted(histogram.keys, pixel_keys(flat[start : start + PIXEL_CHUNK]))
+            out[start : start + PIXEL_CHUNK] = table[index]
+    return out.reshape(height, width)
 
 
-def nearest(colours: np.ndarray, palette: np.ndarray, block_elements: int = 1 << 22) -> np.ndarray:
-    """Index of the nearest palette entry (squared Euclidean, first on ties) for each colour.
+def reduce_histogram(
+    features: np.ndarray, colours: np.ndarray, counts: np.ndarray, max_points: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """At most about max_points weighted points: distinct colours merged into the cells of a coarser RGB grid.
 
-    Integer-valued float32 arithmetic is exact here (all terms < 2**24), so the
-    result is the true nearest entry, not an approximation. Colours are taken in
-    blocks of about `block_elements` distances (16 MB), whatever the palette size.
+    Each cell becomes the weighted mean of its colours' features, weighted by
+    their total count; the grid is the finest (8 down to 1 bit per channel)
+    that keeps the number of occupied cells within max_points.
     """
-    chunk = max(1, block_elements // max(1, palette.shape[0]))
-    pal = palette.astype(np.float32)
-    pal_norm = (pal * pal).sum(axis=1)
-    out = np.empty(colours.shape[0], dtype=np.int64)
-    for start in range(0, colours.shape[0], chunk):
-        block = colours[start : start + chunk].astype(np.float32)
-        distances = pal_norm[None, :] - 2.0 * (block @ pal.T)
-        out[start : start + chunk] = np.argmin(distances, axis=1)
-    return out
+    weights = counts.astype(np.float64)
+    if features.shape[0] <= max_points:
+        return features, weights
+    channels = colours.shape[1]
+    for bits in range(7, 0, -1):
+        shift = np.uint32(8 - bits)
+        cell = np.zeros(colours.shape[0], dtype=np.uint32)
+        for c in range(channels):
+            cell <<= np.uint32(bits)
+            cell |= colours[:, c].astype(np.uint32) >> shift
+        occupied, inverse = np.unique(cell, return_inverse=True)
+        if occupied.size <= max_points or bits == 1:
+            break
+    total = np.bincount(inverse, weights=weights, minlength=occupied.size)
+    merged = np.empty((occupied.size, features.shape[1]), dtype=np.float32)
+    for d in range(features.shape[1]):
+        merged[:, d] = np.bincount(inverse, weights=weights * features[:, d], minlength=occupied.size) / total
+    return merged, total
+
+
+def fast_centroids(
+    features: np.ndarray, colours: np.ndarray, counts: np.ndarray, k: int, plan: SpeedPlan
+) -> np.ndarray:
+    """Weighted k-means centroids (in feature space): split start and Lloyd on the reduced histogram,
+    then Lloyd refinement passes on every distinct colour."""
+    points, weights = reduce_histogram(features, colours, counts, max(plan.max_points, 2 * k))
+    start = split_start(points, weights, k)
+    centroids, _ = lloyd(points, weights, start, max_iter=plan.max_iter)
+    if points.shape[0] < features.shape[0] and plan.refine:
+        full_weights = counts.astype(np.float64)
+        centroids, _ = lloyd(features, full_weights, centroids, max_iter=plan.refine, tol=0.0)
+    return centroids
+
+
+def sklearn_centroids(features: np.ndarray, counts: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """scikit-learn KMeans (k-means++ start, Lloyd to convergence) on the weighted histogram."""
+    from sklearn.cluster import KMeans
+
+    model = KMeans(n_clusters=k, n_init=1, random_state=seed)
+    model.fit(features.astype(np.float32), sample_weight=counts.astype(np.float32))
+    return model.cluster_centers_.astype(np.float64)
 
 
 def finish_palette(
-    centroids: np.ndarray, colours: np.ndarray, counts: np.ndarray, inverse: np.ndarray, shape: tuple[int, int]
+    centroids: np.ndarray, histogram: ColourHistogram, features: np.ndarray, space: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Round centroids to 8 bits, label colours by exact nearest entry, drop unused and duplicate
-    entries, order the palette by pixel count (most used first), and return (palette, labels)."""
-    rounded = np.clip(np.rint(centroids), 0, 255).astype(np.uint8)
-    rounded = np.unique(rounded, axis=0)  # duplicates after rounding would waste palette entries
-    if np.array_equal(rounded, colours):  # the image's own colours (both sorted): each colour is its own entry
-        colour_label = np.arange(colours.shape[0])
-    else:
-        colour_label = nearest(colours, rounded)
-    usage = np.bincount(colour_label, weights=counts, minlength=rounded.shape[0])
+    """Round centroids to 8-bit colours, label each distinct colour with its exact nearest entry (in the
+    clustering space), drop unused and duplicate entries, and order the palette by use (most first).
+
+    Returns (palette (k', C) uint8, label of each distinct colour).
+    """
+    rounded = np.clip(np.rint(from_features(centroids, space)), 0, 255).astype(np.uint8)
+    rounded = np.unique(rounded, axis=0)
+    entry_features = rounded if space == "rgb" else to_features(rounded, space)
+    points = histogram.colours if space == "rgb" else features
+    colour_label = nearest_centroid(points, entry_features)
+    usage = np.bincount(colour_label, weights=histogram.counts, minlength=rounded.shape[0])
     order = np.lexsort((np.arange(rounded.shape[0]), -usage))
     order = order[usage[order] > 0]
-    remap = np.zeros(rounded.shape[0], dtype=np.int64)
-    remap[order] = np.arange(order.size)
-    palette = rounded[order]
-    dtype = np.uint8 if palette.shape[0] <= 256 else np.uint16
-    labels = remap[colour_label].astype(dtype)[inverse].reshape(shape)
-    return palette, labels
+    remap = np.zeros(rounded.shape[0], dtype=np.int32)
+    remap[order] = np.arange(order.size, dtype=np.int32)
+    return rounded[order], remap[colour_label]
+
+
+def check_options(k: int, engine: str, space: str, speed: int, dither: float) -> None:
+    """Raise QuantizeOptionError for an option out of range."""
+    if not 1 <= k <= 65536:
+        raise QuantizeOptionError(f"k must be 1 to 65536, got {k}")
+    if engine not in ENGINES:
+        raise QuantizeOptionError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
+    if space not in SPACES:
+        raise QuantizeOptionError(f"unknown colour space {space!r} (choose from {', '.join(SPACES)})")
+    if speed not in SPEEDS:
+        raise QuantizeOptionError(f"speed must be 1 (best) to 10 (fastest), got {speed}")
+    if not 0.0 <= dither <= 1.0:
+        raise QuantizeOptionError(f"dither strength must be 0 to 1, got {dither}")
 
 
 def quantize_pixels(
-    pixels: np.ndarray, k: int, *, seed: int = 0, engine: str = DEFAULT_ENGINE
+    pixels: np.ndarray,
+    k: int,
+    *,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+    space: str = DEFAULT_SPACE,
+    speed: int = DEFAULT_SPEED,
+    dither: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quantize (H, W, C) uint8 pixels to at most k colours.
 
     Returns (palette (k', C) uint8, labels (H, W)) with k' <= k, every entry
-    distinct and used; k' is the number of distinct colours when that is <= k.
-    The same pixels, k, seed and engine always give the same result.
+    distinct and used; the palette is exactly the image's colours when it has
+    no more than k. Without dithering every label is the exact nearest palette
+    entry (in `space`). The same pixels and options always give the same result.
     """
-    if not 1 <= k <= 65536:
-        raise ValueError(f"k must be 1 to 65536, got {k}")
-    if engine not in ENGINES:
-        raise ValueError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
-    height, width, _ = pixels.shape
-    colours, counts, inverse = colour_histogram(pixels)
-    if colours.shape[0] <= k:
-        return finish_palette(colours.astype(np.float64), colours, counts, inverse, (height, width))
-    centroids = _sklearn_kmeans(colours, counts, k, seed)
-    return finish_palette(centroids, colours, counts, inverse, (height, width))
+    check_options(k, engine, space, speed, dither)
+    histogram = colour_histogram(pixels)
+    if histogram.colours.shape[0] <= k:
+        palette, colour_label = _exact_palette(histogram)
+    else:
+        features = to_features(histogram.colours, space)
+        if engine == "sklearn":
+            centroids = sklearn_centroids(features, histogram.counts, k, seed)
+        else:
+            plan = SpeedPlan.for_speed(speed)
+            centroids = fast_centroids(features, histogram.colours, histogram.counts, k, plan)
+        palette, colour_label = finish_palette(centroids, histogram, features, space)
+    dtype = np.dtype(np.uint8) if palette.shape[0] <= 256 else np.dtype(np.uint16)
+    if dither > 0.0 and palette.shape[0] > 1:
+        from .dither import floyd_steinberg
+
+        return palette, floyd_steinberg(pixels, palette, dither, space).astype(dtype)
+    return palette, map_pixels(pixels, histogram, colour_label, dtype)
 
 
-def _sklearn_kmeans(colours: np.ndarray, counts: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """scikit-learn KMeans (Lloyd, k-means++ start) on the weighted histogram."""
-    from sklearn.cluster import KMeans
-
-    model = KMeans(n_clusters=k, n_init=1, random_state=seed, max_iter=100)
-    model.fit(colours.astype(np.float32), sample_weight=counts.astype(np.float32))
-    return model.cluster_centers_.astype(np.float64)
+def _exact_palette(histogram: ColourHistogram) -> tuple[np.ndarray, np.ndarray]:
+    """The image's own colours as the palette, ordered by use (most first), ties by colour."""
+    order = np.lexsort((np.arange(histogram.counts.size), -histogram.counts))
+    remap = np.empty(order.size, dtype=np.int32)
+    remap[order] = np.arange(order.size, dtype=np.int32)
+    return histogram.colours[order], remap

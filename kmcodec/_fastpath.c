@@ -1,0 +1,736 @@
+/*
+ * kmcodec._fastpath: the quantizer's and raw decoder's inner loops in C.
+ *
+ * Optional: kmcodec/fastpath.py falls back to numpy when this module is not
+ * built, with the same results (exact nearest centroid, lowest index on ties;
+ * float64 distances summed over dimensions in order; the same bitstream).
+ * Only the buffer protocol is used, so no numpy headers are needed to build.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- exact nearest centroid with a uniform grid over the centroids ---- */
+
+#define MAX_DIMS 4
+
+typedef struct {
+    int k, d, side;
+    double lo[MAX_DIMS], cell;
+    const double *centroids; /* k * d, caller's memory */
+    int32_t *start;          /* side^d + 1 offsets into items */
+    int32_t *items;          /* centroid indices, ascending within each cell */
+} grid_t;
+
+static int grid_init(grid_t *g, const double *centroids, int k, int d) {
+    g->k = k;
+    g->d = d;
+    g->centroids = centroids;
+    double hi[MAX_DIMS], extent = 0.0;
+    for (int a = 0; a < d; a++) {
+        g->lo[a] = INFINITY;
+        hi[a] = -INFINITY;
+        for (int j = 0; j < k; j++) {
+            double v = centroids[(size_t)j * d + a];
+            if (v < g->lo[a]) g->lo[a] = v;
+            if (v > hi[a]) hi[a] = v;
+        }
+        if (hi[a] - g->lo[a] > extent) extent = hi[a] - g->lo[a];
+    }
+    /* About one centroid per 8 cells if they filled the box (they rarely do); at most 64 (3-D) or 24 (4-D) cells a side. */
+    int side = (int)ceil(pow(8.0 * k, 1.0 / d));
+    int max_side = d <= 3 ? 64 : 24;
+    if (side > max_side) side = max_side;
+    if (side < 1) side = 1;
+    g->side = side;
+    g->cell = extent > 0 ? extent / side * (1.0 + 1e-9) : 1.0;
+    size_t cells = 1;
+    for (int a = 0; a < d; a++) cells *= (size_t)side;
+    g->start = calloc(cells + 1, sizeof(int32_t));
+    g->items = malloc(sizeof(int32_t) * (size_t)k);
+    int32_t *cell_of = malloc(sizeof(int32_t) * (size_t)k);
+    if (!g->start || !g->items || !cell_of) {
+        free(g->start);
+        free(g->items);
+        free(cell_of);
+        return -1;
+    }
+    for (int j = 0; j < k; j++) {
+        size_t id = 0;
+        for (int a = 0; a < d; a++) {
+            int c = (int)((centroids[(size_t)j * d + a] - g->lo[a]) / g->cell);
+            if (c >= side) c = side - 1;
+            if (c < 0) c = 0;
+            id = id * side + c;
+        }
+        cell_of[j] = (int32_t)id;
+        g->start[id + 1]++;
+    }
+    for (size_t i = 0; i < cells; i++) g->start[i + 1] += g->start[i];
+    int32_t *fill = malloc(sizeof(int32_t) * cells);
+    if (!fill) {
+        free(g->start);
+        free(g->items);
+        free(cell_of);
+        return -1;
+    }
+    memcpy(fill, g->start, sizeof(int32_t) * cells);
+    for (int j = 0; j < k; j++) g->items[fill[cell_of[j]]++] = j;
+    free(fill);
+    free(cell_of);
+    return 0;
+}
+
+static void grid_free(grid_t *g) {
+    free(g->start);
+    free(g->items);
+}
+
+static inline double distance2(const double *x, const double *c, int d) {
+    double total = 0.0;
+    for (int a = 0; a < d; a++) {
+        double diff = x[a] - c[a];
+        total += diff * diff;
+    }
+    return total;
+}
+
+/* Nearest centroid of x (lowest index on ties); *dist gets its squared distance.
+ * Cells are searched in rings of growing Chebyshev radius around x's cell, until
+ * the next ring is farther than the best distance found. `guess` (an index, or -1)
+ * is a likely answer that only tightens the starting bound; the result is exact. */
+static inline int32_t grid_nearest(const grid_t *g, const double *x, double *dist, int32_t guess) {
+    const int d = g->d, side = g->side;
+    double best = INFINITY;
+    int32_t best_index = INT32_MAX;
+    if (guess >= 0 && guess < g->k) {
+        best = distance2(x, g->centroids + (size_t)guess * d, d);
+        best_index = guess;
+    }
+    int home[MAX_DIMS], lo[MAX_DIMS], hi[MAX_DIMS], at[MAX_DIMS];
+    for (int a = 0; a < d; a++) {
+        double f = (x[a] - g->lo[a]) / g->cell;
+        home[a] = f < 0 ? 0 : (f >= side ? side - 1 : (int)f);
+    }
+    for (int r = 0; r <= side; r++) {
+        /* Every cell of ring r is at least (r - 1) cells away from x. */
+        double reach = (r - 1) * g->cell;
+        if (r > 0 && reach > 0 && reach * reach > best * (1.0 + 1e-12) + 1e-9) break;
+        int inside = 0;
+        for (int a = 0; a < d; a++) {
+            lo[a] = home[a] - r < 0 ? 0 : home[a] - r;
+            hi[a] = home[a] + r >= side ? side - 1 : home[a] + r;
+            at[a] = lo[a];
+            if (home[a] - r >= 0 || home[a] + r < side) inside = 1;
+        }
+        if (!inside) break; /* the ring lies wholly outside the grid: everything has been seen */
+        for (;;) {
+            int on_ring = 0;
+            size_t id = 0;
+            for (int a = 0; a < d; a++) {
+                int off = at[a] - home[a];
+                if (off == r || off == -r) on_ring = 1;
+                id = id * side + at[a];
+            }
+            if (on_ring) {
+                for (int32_t p = g->start[id]; p < g->start[id + 1]; p++) {
+                    int32_t j = g->items[p];
+                    double dd = distance2(x, g->centroids + (size_t)j * d, d);
+                    if (dd < best || (dd == best && j < best_index)) {
+                        best = dd;
+                        best_index = j;
+                    }
+                }
+            }
+            int a = d - 1;
+            while (a >= 0 && at[a] == hi[a]) {
+                at[a] = lo[a];
+                a--;
+            }
+            if (a < 0) break;
+            at[a]++;
+        }
+    }
+    *dist = best;
+    return best_index;
+}
+
+static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t min_bytes, const char *name) {
+    if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0) return -1;
+    if (view->len < min_bytes) {
+        PyErr_Format(PyExc_ValueError, "%s: buffer too small (%zd < %zd bytes)", name, view->len, min_bytes);
+        PyBuffer_Release(view);
+        return -1;
+    }
+    return 0;
+}
+
+/* nearest(points f64[n*d], n, d, centroids f64[k*d], k, out_labels i32[n], out_dist f64[n] or None,
+ *         hint i32[n] or None): without hints, each point starts from the previous point's answer. */
+static PyObject *py_nearest(PyObject *self, PyObject *args) {
+    PyObject *points_obj, *cent_obj, *labels_obj, *dist_obj, *hint_obj = Py_None;
+    Py_ssize_t n;
+    int d, k;
+    if (!PyArg_ParseTuple(args, "OniOiOO|O", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &dist_obj, &hint_obj))
+        return NULL;
+    if (n < 0 || d < 1 || d > MAX_DIMS || k < 1) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer points, cent, labels, dist = {0};
+    if (get_buffer(points_obj, &points, 0, n * d * 8, "points") < 0) return NULL;
+    if (get_buffer(cent_obj, &cent, 0, (Py_ssize_t)k * d * 8, "centroids") < 0) goto fail1;
+    if (get_buffer(labels_obj, &labels, 1, n * 4, "labels") < 0) goto fail2;
+    int with_dist = dist_obj != Py_None;
+    if (with_dist && get_buffer(dist_obj, &dist, 1, n * 8, "dist") < 0) goto fail3;
+    Py_buffer hint = {0};
+    int with_hint = hint_obj != Py_None;
+    if (with_hint && get_buffer(hint_obj, &hint, 0, n * 4, "hint") < 0) goto fail4;
+    grid_t s;
+    if (grid_init(&s, (const double *)cent.buf, k, d) < 0) {
+        PyErr_NoMemory();
+        if (with_hint) PyBuffer_Release(&hint);
+        goto fail4;
+    }
+    const double *x = (const double *)points.buf;
+    const int32_t *hints = with_hint ? (const int32_t *)hint.buf : NULL;
+    int32_t *out = (int32_t *)labels.buf;
+    double *out_dist = with_dist ? (double *)dist.buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    int32_t previous = -1;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        double dd;
+        previous = grid_nearest(&s, x + i * d, &dd, hints ? hints[i] : previous);
+        out[i] = previous;
+        if (out_dist) out_dist[i] = dd;
+    }
+    Py_END_ALLOW_THREADS
+    grid_free(&s);
+    if (with_hint) PyBuffer_Release(&hint);
+    if (with_dist) PyBuffer_Release(&dist);
+    PyBuffer_Release(&labels);
+    PyBuffer_Release(&cent);
+    PyBuffer_Release(&points);
+    Py_RETURN_NONE;
+fail4:
+    if (with_dist) PyBuffer_Release(&dist);
+fail3:
+    PyBuffer_Release(&labels);
+fail2:
+    PyBuffer_Release(&cent);
+fail1:
+    PyBuffer_Release(&points);
+    return NULL;
+}
+
+/* ---- Lloyd assignment with Hamerly's bounds ---- */
+
+/* Full scan: nearest (lowest index on ties) and second-nearest squared distances.
+ * A centroid whose first coordinate alone is farther than the second-best is skipped:
+ * it can be neither, and the partial sum is a lower bound of the full one. */
+static inline int32_t scan_two(const double *x, const double *c, int k, int d, double *first, double *second) {
+    double best = INFINITY, next = INFINITY;
+    int32_t best_index = 0;
+    if (d == 3) {
+        const double x0 = x[0], x1 = x[1], x2 = x[2];
+        for (int j = 0; j < k; j++) {
+            const double *cj = c + (size_t)j * 3;
+            double e0 = x0 - cj[0];
+            double dd = e0 * e0;
+            if (dd > next) continue;
+            double e1 = x1 - cj[1], e2 = x2 - cj[2];
+            dd += e1 * e1;
+            dd += e2 * e2;
+            if (dd < best) {
+                next = best;
+                best = dd;
+                best_index = j;
+            } else if (dd < next) {
+                next = dd;
+            }
+        }
+    } else {
+        for (int j = 0; j < k; j++) {
+            double dd = distance2(x, c + (size_t)j * d, d);
+            if (dd < best) {
+                next = best;
+                best = dd;
+                best_index = j;
+            } else if (dd < next) {
+                next = dd;
+            }
+        }
+    }
+    *first = best;
+    *second = next;
+    return best_index;
+}
+
+/* hamerly(points f64[n*d], n, d, centroids f64[k*d], k, labels i32[n], upper f64[n], lower f64[n],
+ *         shift f64[k] or None, dist f64[n]) -> number of points fully rescanned.
+ * With shift None every point is scanned and the bounds set; otherwise the bounds are
+ * moved by the centroid shifts and only points whose bounds overlap are rescanned.
+ * The labels are exact nearest centroids (ties: a point whose bounds touch is rescanned). */
+static PyObject *py_hamerly(PyObject *self, PyObject *args) {
+    PyObject *points_obj, *cent_obj, *labels_obj, *upper_obj, *lower_obj, *shift_obj, *dist_obj;
+    Py_ssize_t n;
+    int d, k;
+    if (!PyArg_ParseTuple(args, "OniOiOOOOO", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &upper_obj,
+                          &lower_obj, &shift_obj, &dist_obj))
+        return NULL;
+    if (n < 0 || d < 1 || d > MAX_DIMS || k < 1) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer points, cent, labels, upper, lower, shift = {0}, dist;
+    int have_shift = shift_obj != Py_None;
+    if (get_buffer(points_obj, &points, 0, n * d * 8, "points") < 0) return NULL;
+    if (get_buffer(cent_obj, &cent, 0, (Py_ssize_t)k * d * 8, "centroids") < 0) goto f1;
+    if (get_buffer(labels_obj, &labels, 1, n * 4, "labels") < 0) goto f2;
+    if (get_buffer(upper_obj, &upper, 1, n * 8, "upper") < 0) goto f3;
+    if (get_buffer(lower_obj, &lower, 1, n * 8, "lower") < 0) goto f4;
+    if (have_shift && get_buffer(shift_obj, &shift, 0, (Py_ssize_t)k * 8, "shift") < 0) goto f5;
+    if (get_buffer(dist_obj, &dist, 1, n * 8, "dist") < 0) goto f6;
+    double *half_gap = calloc((size_t)k, sizeof(double));
+    if (!half_gap) {
+        PyErr_NoMemory();
+        goto f7;
+    }
+    Py_ssize_t rescanned = 0;
+    const double *x = (const double *)points.buf, *c = (const double *)cent.buf;
+    int32_t *lab = (int32_t *)labels.buf;
+    double *up = (double *)upper.buf, *low = (double *)lower.buf, *out = (double *)dist.buf;
+    const double *moved = have_shift ? (const double *)shift.buf : NULL;
+    Py_BEGIN_ALLOW_THREADS
+    /* Half the distance from each centroid to its nearest other centroid (skipped for large k). */
+    if (k <= 4096) {
+        for (int j = 0; j < k; j++) half_gap[j] = INFINITY;
+        for (int j = 0; j < k; j++)
+            for (int q = j + 1; q < k; q++) {
+                double dd = distance2(c + (size_t)j * d, c + (size_t)q * d, d);
+                if (dd < half_gap[j]) half_gap[j] = dd;
+                if (dd < half_gap[q]) half_gap[q] = dd;
+            }
+        for (int j = 0; j < k; j++) half_gap[j] = k > 1 ? 0.5 * sqrt(half_gap[j]) * (1.0 - 1e-12) : INFINITY;
+    }
+    double max1 = 0.0, max2 = 0.0;
+    int32_t arg1 = -1;
+    if (moved)
+        for (int j = 0; j < k; j++) {
+            if (moved[j] > max1) {
+                max2 = max1;
+                max1 = moved[j];
+                arg1 = j;
+            } else if (moved[j] > max2) {
+                max2 = moved[j];
+            }
+        }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        const double *xi = x + i * d;
+        if (moved) {
+            int32_t a = lab[i];
+            double u = up[i] + moved[a] * (1.0 + 1e-12);
+            double l = low[i] - (a == arg1 ? max2 : max1) * (1.0 + 1e-12);
+            double z = l > half_gap[a] ? l : half_gap[a];
+            if (u < z) {
+                up[i] = u;
+                low[i] = l;
+                out[i] = distance2(xi, c + (size_t)a * d, d);
+                continue;
+            }
+            double dd = distance2(xi, c + (size_t)a * d, d);
+            u = sqrt(dd) * (1.0 + 1e-12);
+            if (u < z) {
+                up[i] = u;
+                low[i] = l;
+                out[i] = dd;
+                continue;
+            }
+        }
+        double first, second;
+        lab[i] = scan_two(xi, c, k, d, &first, &second);
+        up[i] = sqrt(first) * (1.0 + 1e-12);
+        low[i] = sqrt(second) * (1.0 - 1e-12);
+        out[i] = first;
+        rescanned++;
+    }
+    Py_END_ALLOW_THREADS
+    free(half_gap);
+    PyBuffer_Release(&dist);
+    if (have_shift) PyBuffer_Release(&shift);
+    PyBuffer_Release(&lower);
+    PyBuffer_Release(&upper);
+    PyBuffer_Release(&labels);
+    PyBuffer_Release(&cent);
+    PyBuffer_Release(&points);
+    return PyLong_FromSsize_t(rescanned);
+f7:
+    PyBuffer_Release(&dist);
+f6:
+    if (have_shift) PyBuffer_Release(&shift);
+f5:
+    PyBuffer_Release(&lower);
+f4:
+    PyBuffer_Release(&upper);
+f3:
+    PyBuffer_Release(&labels);
+f2:
+    PyBuffer_Release(&cent);
+f1:
+    PyBuffer_Release(&points);
+    return NULL;
+}
+
+/* ---- Floyd-Steinberg error diffusion (serpentine) onto a fixed palette ---- */
+
+/* dither(pixels u8[h*w*c], h, w, c, palette f64[k*c], k, strength, out_labels i32[h*w]) */
+static PyObject *py_dither(PyObject *self, PyObject *args) {
+    PyObject *pix_obj, *pal_obj, *out_obj;
+    Py_ssize_t h, w;
+    int c, k;
+    double strength;
+    if (!PyArg_ParseTuple(args, "OnniOidO", &pix_obj, &h, &w, &c, &pal_obj, &k, &strength, &out_obj)) return NULL;
+    if (h < 1 || w < 1 || c < 1 || c > 4 || k < 1) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer pix, pal, out;
+    if (get_buffer(pix_obj, &pix, 0, h * w * c, "pixels") < 0) return NULL;
+    if (get_buffer(pal_obj, &pal, 0, (Py_ssize_t)k * c * 8, "palette") < 0) {
+        PyBuffer_Release(&pix);
+        return NULL;
+    }
+    if (get_buffer(out_obj, &out, 1, h * w * 4, "labels") < 0) {
+        PyBuffer_Release(&pal);
+        PyBuffer_Release(&pix);
+        return NULL;
+    }
+    grid_t s;
+    double *rows = calloc((size_t)2 * (w + 2) * c, sizeof(double));
+    if (!rows || grid_init(&s, (const double *)pal.buf, k, c) < 0) {
+        free(rows);
+        PyBuffer_Release(&out);
+        PyBuffer_Release(&pal);
+        PyBuffer_Release(&pix);
+        return PyErr_NoMemory();
+    }
+    const uint8_t *src = (const uint8_t *)pix.buf;
+    const double *palette = (const double *)pal.buf;
+    int32_t *labels = (int32_t *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    double *cur = rows, *next = rows + (size_t)(w + 2) * c; /* index (x + 1) * c: one guard pixel each side */
+    int32_t previous = -1;
+    for (Py_ssize_t y = 0; y < h; y++) {
+        int forward = (y % 2) == 0;
+        memset(next, 0, sizeof(double) * (size_t)(w + 2) * c);
+        for (Py_ssize_t step = 0; step < w; step++) {
+            Py_ssize_t x = forward ? step : w - 1 - step;
+            Py_ssize_t dir = forward ? 1 : -1;
+            double want[4];
+            for (int a = 0; a < c; a++) {
+                double v = src[((size_t)y * w + x) * c + a] + cur[(x + 1) * c + a];
+                want[a] = v < 0.0 ? 0.0 : (v > 255.0 ? 255.0 : v);
+            }
+            double dd;
+            int32_t label = grid_nearest(&s, want, &dd, previous);
+            previous = label;
+            labels[(size_t)y * w + x] = label;
+            for (int a = 0; a < c; a++) {
+                double err = (want[a] - palette[(size_t)label * c + a]) * strength;
+                cur[(x + dir + 1) * c + a] += err * (7.0 / 16.0);
+                next[(x - dir + 1) * c + a] += err * (3.0 / 16.0);
+                next[(x + 1) * c + a] += err * (5.0 / 16.0);
+                next[(x + dir + 1) * c + a] += err * (1.0 / 16.0);
+            }
+        }
+        double *tmp = cur;
+        cur = next;
+        next = tmp;
+    }
+    Py_END_ALLOW_THREADS
+    grid_free(&s);
+    free(rows);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&pal);
+    PyBuffer_Release(&pix);
+    Py_RETURN_NONE;
+}
+
+/* ---- colour histogram of RGB pixels over 24-bit keys ---- */
+
+static int compare_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* histogram(pixels u8[n*3], n) -> (keys bytes of u32, counts bytes of i64), keys ascending.
+ * The count table is calloc'd (the OS hands out zero pages lazily), and distinct keys
+ * are collected as they first appear, so the cost is O(n + m log m), not O(2^24). */
+static PyObject *py_histogram(PyObject *self, PyObject *args) {
+    PyObject *pix_obj;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "On", &pix_obj, &n)) return NULL;
+    if (n < 0) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer pix;
+    if (get_buffer(pix_obj, &pix, 0, n * 3, "pixels") < 0) return NULL;
+    uint32_t *table = calloc((size_t)1 << 24, sizeof(uint32_t));
+    size_t capacity = 1 << 16, m = 0;
+    uint32_t *keys = malloc(capacity * sizeof(uint32_t));
+    int failed = !table || !keys;
+    const uint8_t *src = (const uint8_t *)pix.buf;
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n && !failed; i++) {
+        uint32_t key = ((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2];
+        if (table[key]++ == 0) {
+            if (m == capacity) {
+                uint32_t *grown = realloc(keys, 2 * capacity * sizeof(uint32_t));
+                if (!grown) {
+                    failed = 1;
+                    break;
+                }
+                keys = grown;
+                capacity *= 2;
+            }
+            keys[m++] = key;
+        }
+    }
+    if (!failed) qsort(keys, m, sizeof(uint32_t), compare_u32);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&pix);
+    if (failed) {
+        free(table);
+        free(keys);
+        return PyErr_NoMemory();
+    }
+    PyObject *keys_out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(m * 4));
+    PyObject *counts_out = PyBytes_FromStringAndSize(NULL, (Py_ssize_t)(m * 8));
+    if (keys_out && counts_out) {
+        uint32_t *kd = (uint32_t *)PyBytes_AS_STRING(keys_out);
+        int64_t *cd = (int64_t *)PyBytes_AS_STRING(counts_out);
+        for (size_t j = 0; j < m; j++) {
+            kd[j] = keys[j];
+            cd[j] = table[keys[j]];
+        }
+    }
+    free(table);
+    free(keys);
+    if (!keys_out || !counts_out) {
+        Py_XDECREF(keys_out);
+        Py_XDECREF(counts_out);
+        return NULL;
+    }
+    return Py_BuildValue("(NN)", keys_out, counts_out);
+}
+
+/* map_rgb(pixels u8[n*3], n, keys u32[m], m, labels_of_keys u16[m], out u8[n] or u16[n], out_bytes) */
+static PyObject *py_map_rgb(PyObject *self, PyObject *args) {
+    PyObject *pix_obj, *keys_obj, *lab_obj, *out_obj;
+    Py_ssize_t n, m;
+    int out_bytes;
+    if (!PyArg_ParseTuple(args, "OnOnOOi", &pix_obj, &n, &keys_obj, &m, &lab_obj, &out_obj, &out_bytes)) return NULL;
+    if (n < 0 || m < 0 || (out_bytes != 1 && out_bytes != 2)) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer pix, keys, lab, out;
+    if (get_buffer(pix_obj, &pix, 0, n * 3, "pixels") < 0) return NULL;
+    if (get_buffer(keys_obj, &keys, 0, m * 4, "keys") < 0) {
+        PyBuffer_Release(&pix);
+        return NULL;
+    }
+    if (get_buffer(lab_obj, &lab, 0, m * 2, "labels_of_keys") < 0) {
+        PyBuffer_Release(&keys);
+        PyBuffer_Release(&pix);
+        return NULL;
+    }
+    if (get_buffer(out_obj, &out, 1, n * out_bytes, "out") < 0) {
+        PyBuffer_Release(&lab);
+        PyBuffer_Release(&keys);
+        PyBuffer_Release(&pix);
+        return NULL;
+    }
+    uint16_t *table = calloc((size_t)1 << 24, sizeof(uint16_t));
+    if (table) {
+        const uint8_t *src = (const uint8_t *)pix.buf;
+        const uint32_t *kd = (const uint32_t *)keys.buf;
+        const uint16_t *ld = (const uint16_t *)lab.buf;
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t j = 0; j < m; j++) table[kd[j] & 0xFFFFFFu] = ld[j];
+        if (out_bytes == 1) {
+            uint8_t *dst = (uint8_t *)out.buf;
+            for (Py_ssize_t i = 0; i < n; i++)
+                dst[i] = (uint8_t)table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
+        } else {
+            uint16_t *dst = (uint16_t *)out.buf;
+            for (Py_ssize_t i = 0; i < n; i++)
+                dst[i] = table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
+        }
+        Py_END_ALLOW_THREADS
+        free(table);
+    }
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&lab);
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&pix);
+    if (!table) return PyErr_NoMemory();
+    Py_RETURN_NONE;
+}
+
+/* pack(labels u8[n] or u16[n], label_bytes, n, bits, out u8[ceil(n*bits/8)]): MSB-first, zero padding. */
+static PyObject *py_pack(PyObject *self, PyObject *args) {
+    PyObject *lab_obj, *out_obj;
+    Py_ssize_t n;
+    int label_bytes, bits;
+    if (!PyArg_ParseTuple(args, "OiniO", &lab_obj, &label_bytes, &n, &bits, &out_obj)) return NULL;
+    if (n < 0 || bits < 1 || bits > 16 || (label_bytes != 1 && label_bytes != 2))
+        return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer lab, out;
+    Py_ssize_t need = (n * bits + 7) / 8;
+    if (get_buffer(lab_obj, &lab, 0, n * label_bytes, "labels") < 0) return NULL;
+    if (get_buffer(out_obj, &out, 1, need, "out") < 0) {
+        PyBuffer_Release(&lab);
+        return NULL;
+    }
+    uint8_t *dst = (uint8_t *)out.buf;
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t acc = 0;
+    int have = 0;
+    Py_ssize_t pos = 0;
+    const uint32_t mask = (1u << bits) - 1u;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        uint32_t v = label_bytes == 1 ? ((const uint8_t *)lab.buf)[i] : ((const uint16_t *)lab.buf)[i];
+        acc = (acc << bits) | (v & mask);
+        have += bits;
+        while (have >= 8) {
+            have -= 8;
+            dst[pos++] = (uint8_t)(acc >> have);
+        }
+    }
+    if (have > 0) dst[pos++] = (uint8_t)(acc << (8 - have));
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&lab);
+    Py_RETURN_NONE;
+}
+
+/* ---- raw label stream: unpack b-bit MSB-first labels, expand through a palette ---- */
+
+/* unpack(data, n, bits, out u8[n] (bits <= 8) or u16[n]) -> the largest label */
+static PyObject *py_unpack(PyObject *self, PyObject *args) {
+    PyObject *data_obj, *out_obj;
+    Py_ssize_t n;
+    int bits;
+    if (!PyArg_ParseTuple(args, "OniO", &data_obj, &n, &bits, &out_obj)) return NULL;
+    if (n < 0 || bits < 1 || bits > 16) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer data, out;
+    Py_ssize_t need = (n * bits + 7) / 8;
+    if (get_buffer(data_obj, &data, 0, need, "data") < 0) return NULL;
+    if (get_buffer(out_obj, &out, 1, n * (bits <= 8 ? 1 : 2), "labels") < 0) {
+        PyBuffer_Release(&data);
+        return NULL;
+    }
+    const uint8_t *src = (const uint8_t *)data.buf;
+    unsigned top = 0;
+    Py_BEGIN_ALLOW_THREADS
+    const uint32_t mask = (1u << bits) - 1u;
+    uint64_t acc = 0;
+    int have = 0;
+    Py_ssize_t pos = 0;
+    if (bits <= 8) {
+        uint8_t *dst = (uint8_t *)out.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            while (have < bits) {
+                acc = (acc << 8) | src[pos++];
+                have += 8;
+            }
+            unsigned v = (unsigned)(acc >> (have - bits)) & mask;
+            have -= bits;
+            dst[i] = (uint8_t)v;
+            if (v > top) top = v;
+        }
+    } else {
+        uint16_t *dst = (uint16_t *)out.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            while (have < bits) {
+                acc = (acc << 8) | src[pos++];
+                have += 8;
+            }
+            unsigned v = (unsigned)(acc >> (have - bits)) & mask;
+            have -= bits;
+            dst[i] = (uint16_t)v;
+            if (v > top) top = v;
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&data);
+    return PyLong_FromUnsignedLong(top);
+}
+
+/* expand(palette u8[k*c], k, c, labels u8/u16[n], label_bytes, out u8[n*c]) */
+static PyObject *py_expand(PyObject *self, PyObject *args) {
+    PyObject *pal_obj, *lab_obj, *out_obj;
+    int k, c, label_bytes;
+    Py_ssize_t n;
+    if (!PyArg_ParseTuple(args, "OiiOniO", &pal_obj, &k, &c, &lab_obj, &n, &label_bytes, &out_obj)) return NULL;
+    if (k < 1 || c < 1 || c > 4 || n < 0 || (label_bytes != 1 && label_bytes != 2))
+        return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer pal, lab, out;
+    if (get_buffer(pal_obj, &pal, 0, (Py_ssize_t)k * c, "palette") < 0) return NULL;
+    if (get_buffer(lab_obj, &lab, 0, n * label_bytes, "labels") < 0) {
+        PyBuffer_Release(&pal);
+        return NULL;
+    }
+    if (get_buffer(out_obj, &out, 1, n * c, "pixels") < 0) {
+        PyBuffer_Release(&lab);
+        PyBuffer_Release(&pal);
+        return NULL;
+    }
+    /* Labels are checked here too, so a bad label can never read outside the palette. */
+    const uint8_t *palette = (const uint8_t *)pal.buf;
+    uint8_t *dst = (uint8_t *)out.buf;
+    int bad = 0;
+    Py_BEGIN_ALLOW_THREADS
+    if (label_bytes == 1) {
+        const uint8_t *labels = (const uint8_t *)lab.buf;
+        uint8_t table[256 * 4];
+        memset(table, 0, sizeof(table));
+        memcpy(table, palette, (size_t)(k < 256 ? k : 256) * c);
+        if (c == 3) {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                unsigned v = labels[i];
+                bad |= v >= (unsigned)k;
+                memcpy(dst + i * 3, table + v * 3, 3);
+            }
+        } else {
+            for (Py_ssize_t i = 0; i < n; i++) {
+                unsigned v = labels[i];
+                bad |= v >= (unsigned)k;
+                memcpy(dst + i * c, table + v * c, (size_t)c);
+            }
+        }
+    } else {
+        const uint16_t *labels = (const uint16_t *)lab.buf;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            unsigned v = labels[i];
+            if (v >= (unsigned)k) {
+                bad = 1;
+                v = 0;
+            }
+            memcpy(dst + i * c, palette + (size_t)v * c, (size_t)c);
+        }
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&lab);
+    PyBuffer_Release(&pal);
+    if (bad) return PyErr_Format(PyExc_ValueError, "label out of range");
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"nearest", py_nearest, METH_VARARGS, "Exact nearest centroid (lowest index on ties) of each point."},
+    {"hamerly", py_hamerly, METH_VARARGS, "Exact Lloyd assignment that skips points Hamerly's bounds settle."},
+    {"dither", py_dither, METH_VARARGS, "Serpentine Floyd-Steinberg error diffusion onto a palette."},
+    {"histogram", py_histogram, METH_VARARGS, "Distinct 24-bit colours (ascending) and their pixel counts."},
+    {"map_rgb", py_map_rgb, METH_VARARGS, "Label of every RGB pixel through a 24-bit lookup table."},
+    {"pack", py_pack, METH_VARARGS, "Pack labels MSB-first in b bits each."},
+    {"unpack", py_unpack, METH_VARARGS, "Unpack MSB-first b-bit labels; return the largest."},
+    {"expand", py_expand, METH_VARARGS, "Palette entries of labels, as pixel bytes."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", "kmcodec's C inner loops.", -1, methods};
+
+PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }

@@ -1,0 +1,173 @@
+"""The inner loops of the quantizer and the raw decoder: the C extension `_fastpath` if built, else numpy.
+
+Both give the same results: nearest centroids are exact (float64 squared
+distances summed over dimensions in order, lowest index on ties), dithering
+follows the same serpentine Floyd–Steinberg recipe, and unpacking reads the
+same MSB-first bitstream. The extension is built by `pip install` (setup.py)
+or in place with `python setup.py build_ext --inplace`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+try:
+    from . import _fastpath as _c
+except ImportError:  # not built: the numpy paths below are used
+    _c = None
+
+#: Elements of a temporary (points, centroids) distance block in the numpy paths.
+BLOCK_ELEMENTS = 1 << 21
+
+
+def have_c_extension() -> bool:
+    """True when the compiled inner loops are available."""
+    return _c is not None
+
+
+def nearest(
+    points: np.ndarray, centroids: np.ndarray, *, hint: np.ndarray | None = None, use_c: bool | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(index int32, squared distance float64) of the exact nearest centroid of each point (lowest index on ties).
+
+    `hint` (likely answers, e.g. the previous Lloyd round's labels) only speeds up the C search.
+    """
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    c = np.ascontiguousarray(centroids, dtype=np.float64)
+    n, dims = x.shape
+    k = c.shape[0]
+    labels = np.empty(n, dtype=np.int32)
+    dist = np.empty(n, dtype=np.float64)
+    if (_c is not None) if use_c is None else use_c:
+        hints = None if hint is None else np.ascontiguousarray(hint, dtype=np.int32)
+        _c.nearest(x, n, dims, c, k, labels, dist, hints)
+        return labels, dist
+    step = max(1, BLOCK_ELEMENTS // k)
+    for start in range(0, n, step):
+        block = x[start : start + step]
+        total = np.zeros((block.shape[0], k), dtype=np.float64)
+        for d in range(dims):
+            diff = block[:, d, None] - c[None, :, d]
+            diff *= diff
+            total += diff
+        best = np.argmin(total, axis=1)
+        labels[start : start + step] = best
+        dist[start : start + step] = total[np.arange(block.shape[0]), best]
+    return labels, dist
+
+
+class BoundedAssigner:
+    """Exact nearest-centroid assignment for Lloyd rounds over fixed points, with Hamerly's bounds.
+
+    After the first round only points whose bounds no longer separate their
+    centroid from the others are rescanned (C extension); the numpy path simply
+    rescans every point. Labels are exact nearest centroids either way.
+    """
+
+    def __init__(self, points: np.ndarray) -> None:
+        self.points = np.ascontiguousarray(points, dtype=np.float64)
+        n = self.points.shape[0]
+        self.labels = np.zeros(n, dtype=np.int32)
+        self.upper = np.zeros(n, dtype=np.float64)
+        self.lower = np.zeros(n, dtype=np.float64)
+        self.dist = np.zeros(n, dtype=np.float64)
+        self.previous: np.ndarray | None = None
+
+    def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, squared distances) for these centroids (same k every round)."""
+        c = np.ascontiguousarray(centroids, dtype=np.float64)
+        if _c is None:
+            self.labels, self.dist = nearest(self.points, c, use_c=False)
+            return self.labels, self.dist
+        shift = None if self.previous is None else np.sqrt(((c - self.previous) ** 2).sum(axis=1))
+        n, dims = self.points.shape
+        _c.hamerly(self.points, n, dims, c, c.shape[0], self.labels, self.upper, self.lower, shift, self.dist)
+        self.previous = c.copy()
+        return self.labels, self.dist
+
+
+def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: bool | None = None) -> np.ndarray:
+    """Serpentine Floyd–Steinberg labels of (H, W, C) uint8 pixels on a (k, C) palette; error x strength diffuses."""
+    height, width, channels = pixels.shape
+    src = np.ascontiguousarray(pixels, dtype=np.uint8)
+    pal = np.ascontiguousarray(palette, dtype=np.float64)
+    labels = np.empty(height * width, dtype=np.int32)
+    if (_c is not None) if use_c is None else use_c:
+        _c.dither(src, height, width, channels, pal, pal.shape[0], float(strength), labels)
+        return labels.reshape(height, width)
+    # numpy fallback: one pixel at a time (slow; only used when the extension is not built).
+    out = labels.reshape(height, width)
+    cur = np.zeros((width + 2, channels))
+    for y in range(height):
+        nxt = np.zeros((width + 2, channels))
+        forward = y % 2 == 0
+        direction = 1 if forward else -1
+        row = src[y].astype(np.float64)
+        for step in range(width):
+            x = step if forward else width - 1 - step
+            want = np.clip(row[x] + cur[x + 1], 0.0, 255.0)
+            label = int(nearest(want[None, :], pal, use_c=False)[0][0])
+            out[y, x] = label
+            err = (want - pal[label]) * strength
+            cur[x + direction + 1] += err * (7.0 / 16.0)
+            nxt[x - direction + 1] += err * (3.0 / 16.0)
+            nxt[x + 1] += err * (5.0 / 16.0)
+            nxt[x + direction + 1] += err * (1.0 / 16.0)
+        cur = nxt
+    return out
+
+
+def histogram_rgb(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(keys uint32 ascending, counts int64) of (n, 3) uint8 colours, or None without the extension."""
+    if _c is None:
+        return None
+    keys, counts = _c.histogram(np.ascontiguousarray(flat), flat.shape[0])
+    return np.frombuffer(keys, dtype=np.uint32), np.frombuffer(counts, dtype=np.int64)
+
+
+def map_rgb(flat: np.ndarray, keys: np.ndarray, key_labels: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """Label of every (n, 3) uint8 pixel, its colour's entry of key_labels, or None without the extension."""
+    if _c is None:
+        return None
+    out = np.empty(flat.shape[0], dtype=dtype)
+    labels16 = np.ascontiguousarray(key_labels, dtype=np.uint16)
+    _c.map_rgb(np.ascontiguousarray(flat), flat.shape[0], np.ascontiguousarray(keys, dtype=np.uint32),
+               keys.size, labels16, out, out.itemsize)
+    return out
+
+
+def pack(labels: np.ndarray, bits: int) -> bytes | None:
+    """MSB-first bitstream of uint8/uint16 labels (each < 2**bits), or None without the extension."""
+    if _c is None or labels.dtype not in (np.uint8, np.uint16):
+        return None
+    flat = np.ascontiguousarray(labels).reshape(-1)
+    out = bytearray((flat.size * bits + 7) // 8)
+    _c.pack(flat, flat.itemsize, flat.size, bits, out)
+    return bytes(out)
+
+
+def unpack(data: bytes | memoryview, n_labels: int, bits: int, dtype: np.dtype) -> tuple[np.ndarray, int] | None:
+    """(labels, largest label) unpacked by the extension, or None when it is not built (then numpy is used)."""
+    if _c is None:
+        return None
+    out = np.empty(n_labels, dtype=dtype)
+    top = _c.unpack(data, n_labels, bits, out)
+    return out, top
+
+
+def expand(palette: np.ndarray, labels: np.ndarray, *, use_c: bool | None = None) -> np.ndarray:
+    """(H, W, C) uint8 pixels: the palette entry of every label (labels must be < k)."""
+    height, width = labels.shape
+    k, channels = palette.shape
+    if (_c is not None) if use_c is None else use_c:
+        lab = np.ascontiguousarray(labels)
+        out = np.empty((height, width, channels), dtype=np.uint8)
+        _c.expand(np.ascontiguousarray(palette), k, channels, lab, lab.size, lab.dtype.itemsize, out)
+        return out
+    if channels == 3:
+        # Gather 4-byte words (one aligned load per pixel), then drop the padding byte.
+        padded = np.zeros((k, 4), dtype=np.uint8)
+        padded[:, :3] = palette
+        words = padded.view(np.uint32).reshape(k)[labels]
+        return np.ascontiguousarray(words.view(np.uint8).reshape(height, width, 4)[:, :, :3])
+    return palette.view(np.uint32).reshape(k)[labels].view(np.uint8).reshape(height, width, channels)

@@ -1,0 +1,138 @@
+"""Weighted k-means on a colour histogram: a variance-minimizing split start, then Lloyd iterations.
+
+Every point is a distinct colour (or a small cell of colours) weighted by its
+pixel count, so the objective is exactly k-means over the image's pixels at a
+fraction of the cost. The start splits the box of largest squared error at the
+position that minimizes the error of its two halves (Wu's greedy criterion),
+which lands close to a good local optimum; Lloyd iterations then converge.
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+
+from . import fastpath
+from .nearest import nearest_centroid
+
+
+def split_start(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
+    """k starting centroids (float64) by repeatedly splitting the cluster of largest weighted squared error."""
+    n = points.shape[0]
+    if k >= n:
+        return points.astype(np.float64)
+    data = points.astype(np.float64)
+    heap: list[tuple[float, int, np.ndarray]] = []
+    counter = 0
+
+    def push(index: np.ndarray) -> None:
+        nonlocal counter
+        w = weights[index]
+        x = data[index]
+        total = w.sum()
+        mean = (w[:, None] * x).sum(axis=0) / total
+        sse = float((w * ((x - mean) ** 2).sum(axis=1)).sum())
+        heapq.heappush(heap, (-sse, counter, index))
+        counter += 1
+
+    push(np.arange(n))
+    finished: list[np.ndarray] = []
+    while heap and len(heap) + len(finished) < k:
+        neg_sse, _, index = heapq.heappop(heap)
+        if index.size < 2 or neg_sse == 0.0:
+            finished.append(index)
+            continue
+        left, right = _best_split(data[index], weights[index])
+        push(index[left])
+        push(index[right])
+    groups = finished + [entry[2] for entry in heap]
+    groups.sort(key=lambda g: int(g[0]))  # order by first member, so the result does not depend on heap ties
+    centroids = np.empty((len(groups), points.shape[1]), dtype=np.float64)
+    for i, index in enumerate(groups):
+        w = weights[index]
+        centroids[i] = (w[:, None] * data[index]).sum(axis=0) / w.sum()
+    return centroids
+
+
+def _best_split(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Split a cluster along its axis of largest variance where the two halves' total error is least."""
+    total = w.sum()
+    mean = (w[:, None] * x).sum(axis=0) / total
+    variance = (w[:, None] * (x - mean) ** 2).sum(axis=0)
+    axis = int(np.argmax(variance))
+    order = np.argsort(x[:, axis], kind="stable")
+    xs = x[order]
+    ws = w[order]
+    cum_w = np.cumsum(ws)[:-1]
+    cum_wx = np.cumsum(ws[:, None] * xs, axis=0)[:-1]
+    total_wx = (ws[:, None] * xs).sum(axis=0)
+    # Error of a split = const - |sum_L|^2/w_L - |sum_R|^2/w_R: maximize the between-halves term.
+    right_w = total - cum_w
+    gain = (cum_wx**2).sum(axis=1) / cum_w + ((total_wx - cum_wx) ** 2).sum(axis=1) / np.maximum(right_w, 1e-300)
+    # Only split between distinct coordinate values, so equal points stay together.
+    gain[xs[1:, axis] == xs[:-1, axis]] = -np.inf
+    if not np.isfinite(gain).any():
+        cut = xs.shape[0] // 2
+    else:
+        cut = int(np.argmax(gain)) + 1
+    return order[:cut], order[cut:]
+
+
+#: Up to this many centroids Lloyd rounds use Hamerly's bounds with full scans; above, the pruned grid.
+BOUNDED_MAX_K = 1024
+
+
+def lloyd(
+    points: np.ndarray, weights: np.ndarray, centroids: np.ndarray, *, max_iter: int, tol: float = 1e-5
+) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted Lloyd iterations from `centroids`; return (centroids float64, labels of the last assignment).
+
+    Stops when the weighted error improves by less than `tol` (relative) or after
+    max_iter rounds. An empty cluster is moved to the point with the largest error.
+    """
+    centroids = centroids.astype(np.float64)
+    k = centroids.shape[0]
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    if k <= BOUNDED_MAX_K:
+        assigner = fastpath.BoundedAssigner(x)
+        assign = assigner.assign
+    else:
+        assign = lambda c: _assign(x, c)  # noqa: E731
+    labels, dist = assign(centroids)
+    previous = np.inf
+    for _ in range(max_iter):
+        error = float(np.dot(weights, dist))
+        if previous - error <= tol * error:
+            break
+        previous = error
+        centroids = weighted_means(x, weights, labels, centroids)
+        totals = np.bincount(labels, weights=weights, minlength=k)
+        empty = np.flatnonzero(totals == 0)
+        if empty.size:
+            worst = np.argsort(-(weights * dist), kind="stable")[: empty.size]
+            centroids[empty[: worst.size]] = x[worst]
+        labels, dist = assign(centroids)
+        labels = labels.copy()
+    return centroids, labels
+
+
+def _assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every point and the squared distance to it."""
+    if fastpath.have_c_extension():
+        return fastpath.nearest(x, centroids)
+    labels = nearest_centroid(x, centroids)
+    diff = x - centroids[labels]
+    return labels, (diff * diff).sum(axis=1)
+
+
+def weighted_means(points: np.ndarray, weights: np.ndarray, labels: np.ndarray, fallback: np.ndarray) -> np.ndarray:
+    """Weighted mean of the points of each label; `fallback` rows for labels no point has."""
+    k, dims = fallback.shape
+    totals = np.bincount(labels, weights=weights, minlength=k)
+    result = fallback.astype(np.float64).copy()
+    occupied = totals > 0
+    for d in range(dims):
+        sums = np.bincount(labels, weights=weights * points[:, d], minlength=k)
+        result[occupied, d] = sums[occupied] / totals[occupied]
+    return result
