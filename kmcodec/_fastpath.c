@@ -267,21 +267,46 @@ static inline int32_t scan_two(const double *x, const double *c, int k, int d, d
 }
 
 /* hamerly(points f64[n*d], n, d, centroids f64[k*d], k, labels i32[n], upper f64[n], lower f64[n],
- *         shift f64[k] or None, dist f64[n]) -> number of points fully rescanned.
+ *         shift f64[k] or None, dist f64[n] [, weights f64[n], sums f64[k*d], totals f64[k]])
+ *         -> number of points fully rescanned.
+ * With weights, sums and totals (zeroed here) receive each cluster's weighted coordinate
+ * sums and weight, accumulated in point order (as numpy's bincount does).
  * With shift None every point is scanned and the bounds set; otherwise the bounds are
  * moved by the centroid shifts and only points whose bounds overlap are rescanned.
  * The labels are exact nearest centroids (ties: a point whose bounds touch is rescanned). */
 static PyObject *py_hamerly(PyObject *self, PyObject *args) {
     PyObject *points_obj, *cent_obj, *labels_obj, *upper_obj, *lower_obj, *shift_obj, *dist_obj;
+    PyObject *weights_obj = Py_None, *sums_obj = Py_None, *totals_obj = Py_None;
     Py_ssize_t n;
     int d, k;
-    if (!PyArg_ParseTuple(args, "OniOiOOOOO", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &upper_obj,
-                          &lower_obj, &shift_obj, &dist_obj))
+    if (!PyArg_ParseTuple(args, "OniOiOOOOO|OOO", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &upper_obj,
+                          &lower_obj, &shift_obj, &dist_obj, &weights_obj, &sums_obj, &totals_obj))
         return NULL;
+    Py_buffer wbuf = {0}, sbuf = {0}, tbuf = {0};
+    int accumulate = weights_obj != Py_None;
+    if (accumulate) {
+        if (get_buffer(weights_obj, &wbuf, 0, n * 8, "weights") < 0) return NULL;
+        if (get_buffer(sums_obj, &sbuf, 1, (Py_ssize_t)k * d * 8, "sums") < 0) {
+            PyBuffer_Release(&wbuf);
+            return NULL;
+        }
+        if (get_buffer(totals_obj, &tbuf, 1, (Py_ssize_t)k * 8, "totals") < 0) {
+            PyBuffer_Release(&sbuf);
+            PyBuffer_Release(&wbuf);
+            return NULL;
+        }
+    }
     if (n < 0 || d < 1 || d > MAX_DIMS || k < 1) return PyErr_Format(PyExc_ValueError, "bad sizes");
     Py_buffer points, cent, labels, upper, lower, shift = {0}, dist;
     int have_shift = shift_obj != Py_None;
-    if (get_buffer(points_obj, &points, 0, n * d * 8, "points") < 0) return NULL;
+    if (get_buffer(points_obj, &points, 0, n * d * 8, "points") < 0) {
+        if (accumulate) {
+            PyBuffer_Release(&tbuf);
+            PyBuffer_Release(&sbuf);
+            PyBuffer_Release(&wbuf);
+        }
+        return NULL;
+    }
     if (get_buffer(cent_obj, &cent, 0, (Py_ssize_t)k * d * 8, "centroids") < 0) goto f1;
     if (get_buffer(labels_obj, &labels, 1, n * 4, "labels") < 0) goto f2;
     if (get_buffer(upper_obj, &upper, 1, n * 8, "upper") < 0) goto f3;
@@ -351,7 +376,23 @@ static PyObject *py_hamerly(PyObject *self, PyObject *args) {
         out[i] = first;
         rescanned++;
     }
+    if (accumulate) {
+        const double *w = (const double *)wbuf.buf;
+        double *sums = (double *)sbuf.buf, *totals = (double *)tbuf.buf;
+        memset(sums, 0, sizeof(double) * (size_t)k * d);
+        memset(totals, 0, sizeof(double) * (size_t)k);
+        for (Py_ssize_t i = 0; i < n; i++) {
+            int32_t a = lab[i];
+            totals[a] += w[i];
+            for (int q = 0; q < d; q++) sums[(size_t)a * d + q] += w[i] * x[i * d + q];
+        }
+    }
     Py_END_ALLOW_THREADS
+    if (accumulate) {
+        PyBuffer_Release(&tbuf);
+        PyBuffer_Release(&sbuf);
+        PyBuffer_Release(&wbuf);
+    }
     free(half_gap);
     PyBuffer_Release(&dist);
     if (have_shift) PyBuffer_Release(&shift);
@@ -375,6 +416,11 @@ f2:
     PyBuffer_Release(&cent);
 f1:
     PyBuffer_Release(&points);
+    if (accumulate) {
+        PyBuffer_Release(&tbuf);
+        PyBuffer_Release(&sbuf);
+        PyBuffer_Release(&wbuf);
+    }
     return NULL;
 }
 

@@ -19,7 +19,7 @@ from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, Header, build_file, pars
 from .errors import CodingError, KMQError, LabelError, LimitError
 from .image import KMQImage
 from .imageio import ImageSource, load_pixels
-from .quantize import DEFAULT_ENGINE, quantize_pixels
+from .quantize import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, quantize_pixels
 
 PathLike = Union[str, os.PathLike]
 Source = Union[PathLike, bytes, bytearray, memoryview, BinaryIO]
@@ -28,15 +28,25 @@ DEFAULT_CODING = "raw"
 
 
 def quantize(
-    image: ImageSource, k: int, *, seed: int = 0, engine: str = DEFAULT_ENGINE, max_pixels: int | None = None
+    image: ImageSource,
+    k: int,
+    *,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+    space: str = DEFAULT_SPACE,
+    speed: int = DEFAULT_SPEED,
+    dither: float = 0.0,
+    max_pixels: int | None = None,
 ) -> KMQImage:
     """Quantize an image (path, bytes, file, Pillow image or array) to at most k colours.
 
+    engine 'fast' or 'sklearn'; space 'rgb' or 'oklab' (cluster perceptually);
+    speed 1 (best) to 10 (fastest); dither 0 (off) to 1 (full Floyd–Steinberg).
     max_pixels bounds the input image's pixel count before it is decoded (default:
     Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS).
     """
     pixels = load_pixels(image, max_pixels=max_pixels)
-    palette, labels = quantize_pixels(pixels, k, seed=seed, engine=engine)
+    palette, labels = quantize_pixels(pixels, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither)
     return KMQImage(palette, labels)
 
 
@@ -47,13 +57,18 @@ def encode(
     coding: str = DEFAULT_CODING,
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
+    space: str = DEFAULT_SPACE,
+    speed: int = DEFAULT_SPEED,
+    dither: float = 0.0,
     max_pixels: int | None = None,
 ) -> bytes:
     """Return the .kmq bytes of a KMQImage, or of any image quantized to k colours first (see quantize)."""
     if not isinstance(image, KMQImage):
         if k is None:
             raise TypeError("encode() needs k to quantize an image that is not already a KMQImage")
-        image = quantize(image, k, seed=seed, engine=engine, max_pixels=max_pixels)
+        image = quantize(
+            image, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, max_pixels=max_pixels
+        )
     chosen = coding_for_name(coding)
     header = Header(
         width=image.width, height=image.height, channels=image.channels, k=image.k, coding=chosen.id, payload_length=0
@@ -128,6 +143,9 @@ def write(
     coding: str = DEFAULT_CODING,
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
+    space: str = DEFAULT_SPACE,
+    speed: int = DEFAULT_SPEED,
+    dither: float = 0.0,
     overwrite: bool = False,
     max_pixels: int | None = None,
 ) -> int:
@@ -135,7 +153,10 @@ def write(
 
     A path is never left half-written, and an existing file is replaced only when overwrite=True.
     """
-    data = encode(image, k, coding=coding, seed=seed, engine=engine, max_pixels=max_pixels)
+    data = encode(
+        image, k, coding=coding, seed=seed, engine=engine, space=space, speed=speed, dither=dither,
+        max_pixels=max_pixels,
+    )
     if isinstance(destination, (str, os.PathLike)):
         with atomic_output(destination, overwrite=overwrite) as handle:
             handle.write(data)

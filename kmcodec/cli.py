@@ -25,7 +25,7 @@ from .errors import KMQError
 from .imageio import load_pixels
 from .progress import ProgressBar
 from .autok import DEFAULT_MAX_K, choose_k
-from .quantize import DEFAULT_ENGINE, ENGINES
+from .quantize import DEFAULT_ENGINE, DEFAULT_SPEED, ENGINES, SPACES
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -105,6 +105,26 @@ def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     args.input, args.output = args.paths
 
 
+def _speed_value(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"speed must be an integer 1 to 10, got {text!r}") from None
+    if not 1 <= value <= 10:
+        raise argparse.ArgumentTypeError(f"speed must be 1 (best) to 10 (fastest), got {value}")
+    return value
+
+
+def _strength(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"dither strength must be a number 0 to 1, got {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"dither strength must be 0 to 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
@@ -128,7 +148,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_options(enc, "image")
     enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
     enc.add_argument("--coding", choices=sorted(CODINGS_BY_NAME), default=api.DEFAULT_CODING, help="label coding")
-    enc.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
+    enc.add_argument(
+        "--engine", choices=ENGINES, default=DEFAULT_ENGINE,
+        help="k-means engine: fast (default) or sklearn (scikit-learn KMeans, the slow textbook reference)",
+    )
+    enc.add_argument("--space", choices=SPACES, default="rgb", help="colour space to cluster in (oklab: perceptual)")
+    enc.add_argument(
+        "--dither", type=_strength, nargs="?", const=1.0, default=0.0, metavar="STRENGTH",
+        help="Floyd-Steinberg dithering, strength 0-1 (1 if given alone; default off)",
+    )
+    enc.add_argument(
+        "--speed", type=_speed_value, default=DEFAULT_SPEED, help=f"1 (best) to 10 (fastest), default {DEFAULT_SPEED}"
+    )
     enc.add_argument(
         "--max-pixels",
         type=_positive_int,
@@ -266,7 +297,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
             )
             image, data = choice.image, choice.data
         else:
-            image = api.quantize(args.input, args.k, seed=args.seed, engine=args.engine, max_pixels=args.max_pixels)
+            image = api.quantize(
+                args.input, args.k, seed=args.seed, engine=args.engine, max_pixels=args.max_pixels,
+                **_quantize_options(args),
+            )
             data = api.encode(image, coding=args.coding)
     except KMQError as exc:
         raise _with_name(args.input, exc) from None

@@ -73,17 +73,34 @@ class BoundedAssigner:
         self.dist = np.zeros(n, dtype=np.float64)
         self.previous: np.ndarray | None = None
 
-    def assign(self, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(labels, squared distances) for these centroids (same k every round)."""
+    def assign(self, centroids: np.ndarray, weights: np.ndarray | None = None):
+        """(labels, squared distances, weighted sums (k, d), total weights (k,)) for these centroids.
+
+        The sums and totals (for the next centroids) are None unless weights are given.
+        """
         c = np.ascontiguousarray(centroids, dtype=np.float64)
+        k = c.shape[0]
+        n, dims = self.points.shape
         if _c is None:
             self.labels, self.dist = nearest(self.points, c, use_c=False)
-            return self.labels, self.dist
+            if weights is None:
+                return self.labels, self.dist, None, None
+            totals = np.bincount(self.labels, weights=weights, minlength=k)
+            sums = np.stack(
+                [np.bincount(self.labels, weights=weights * self.points[:, d], minlength=k) for d in range(dims)], 1
+            )
+            return self.labels, self.dist, sums, totals
         shift = None if self.previous is None else np.sqrt(((c - self.previous) ** 2).sum(axis=1))
-        n, dims = self.points.shape
-        _c.hamerly(self.points, n, dims, c, c.shape[0], self.labels, self.upper, self.lower, shift, self.dist)
+        if weights is None:
+            _c.hamerly(self.points, n, dims, c, k, self.labels, self.upper, self.lower, shift, self.dist)
+            sums = totals = None
+        else:
+            sums = np.empty((k, dims), dtype=np.float64)
+            totals = np.empty(k, dtype=np.float64)
+            w = np.ascontiguousarray(weights, dtype=np.float64)
+            _c.hamerly(self.points, n, dims, c, k, self.labels, self.upper, self.lower, shift, self.dist, w, sums, totals)
         self.previous = c.copy()
-        return self.labels, self.dist
+        return self.labels, self.dist, sums, totals
 
 
 def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: bool | None = None) -> np.ndarray:

@@ -139,7 +139,8 @@ def _open(source: str | Path | bytes | BinaryIO, label: str, max_pixels: int | N
 def pil_to_pixels(image: Image.Image, *, name: str = "<input image>") -> np.ndarray:
     """Convert a Pillow image of any mode to RGB or RGBA uint8 pixels (see module docstring)."""
     try:
-        image = ImageOps.exif_transpose(image)
+        if image.getexif().get(0x0112, 1) != 1:  # exif_transpose copies even when nothing turns
+            image = ImageOps.exif_transpose(image)
     except Exception:  # a damaged EXIF block must not stop the encode; orientation is then left as stored
         pass
     if image.width < 1 or image.height < 1:

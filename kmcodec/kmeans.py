@@ -55,6 +55,36 @@ def split_start(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
     return centroids
 
 
+def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Greedy weighted k-means++ start (as scikit-learn does it: 2 + ln k trials per centre, keep the best)."""
+    rng = np.random.default_rng(seed)
+    x = points.astype(np.float64)
+    n = x.shape[0]
+    if k >= n:
+        return x.copy()
+    trials = 2 + int(np.log(k))
+    probability = weights / weights.sum()
+    first = int(rng.choice(n, p=probability))
+    centres = [first]
+    closest = ((x - x[first]) ** 2).sum(axis=1)
+    for _ in range(1, k):
+        mass = weights * closest
+        total = mass.sum()
+        if total <= 0:
+            break
+        picks = np.searchsorted(np.cumsum(mass), rng.random(trials) * total)
+        picks = np.minimum(picks, n - 1)
+        best_cost, best_pick, best_closest = np.inf, -1, closest
+        for pick in picks.tolist():
+            candidate = np.minimum(closest, ((x - x[pick]) ** 2).sum(axis=1))
+            cost = float(np.dot(weights, candidate))
+            if cost < best_cost:
+                best_cost, best_pick, best_closest = cost, pick, candidate
+        centres.append(best_pick)
+        closest = best_closest
+    return x[centres]
+
+
 def _best_split(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Split a cluster along its axis of largest variance where the two halves' total error is least."""
     total = w.sum()
@@ -85,8 +115,8 @@ BOUNDED_MAX_K = 1024
 
 def lloyd(
     points: np.ndarray, weights: np.ndarray, centroids: np.ndarray, *, max_iter: int, tol: float = 1e-5
-) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted Lloyd iterations from `centroids`; return (centroids float64, labels of the last assignment).
+) -> tuple[np.ndarray, float]:
+    """Weighted Lloyd iterations from `centroids`; return (centroids float64, weighted squared error).
 
     Stops when the weighted error improves by less than `tol` (relative) or after
     max_iter rounds. An empty cluster is moved to the point with the largest error.
@@ -94,36 +124,40 @@ def lloyd(
     centroids = centroids.astype(np.float64)
     k = centroids.shape[0]
     x = np.ascontiguousarray(points, dtype=np.float64)
+    weights = np.ascontiguousarray(weights, dtype=np.float64)
     if k <= BOUNDED_MAX_K:
-        assigner = fastpath.BoundedAssigner(x)
-        assign = assigner.assign
+        assign = fastpath.BoundedAssigner(x).assign
     else:
-        assign = lambda c: _assign(x, c)  # noqa: E731
-    labels, dist = assign(centroids)
+        assign = lambda c, w: _assign(x, c, w)  # noqa: E731
+    labels, dist, sums, totals = assign(centroids, weights)
     previous = np.inf
     for _ in range(max_iter):
         error = float(np.dot(weights, dist))
         if previous - error <= tol * error:
             break
         previous = error
-        centroids = weighted_means(x, weights, labels, centroids)
-        totals = np.bincount(labels, weights=weights, minlength=k)
-        empty = np.flatnonzero(totals == 0)
+        occupied = totals > 0
+        centroids[occupied] = sums[occupied] / totals[occupied, None]
+        empty = np.flatnonzero(~occupied)
         if empty.size:
             worst = np.argsort(-(weights * dist), kind="stable")[: empty.size]
             centroids[empty[: worst.size]] = x[worst]
-        labels, dist = assign(centroids)
-        labels = labels.copy()
-    return centroids, labels
+        labels, dist, sums, totals = assign(centroids, weights)
+    return centroids, float(np.dot(weights, dist))
 
 
-def _assign(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid of every point and the squared distance to it."""
+def _assign(x: np.ndarray, centroids: np.ndarray, weights: np.ndarray):
+    """Nearest centroid of every point, the squared distance to it, and each cluster's weighted sums and weight."""
     if fastpath.have_c_extension():
-        return fastpath.nearest(x, centroids)
-    labels = nearest_centroid(x, centroids)
-    diff = x - centroids[labels]
-    return labels, (diff * diff).sum(axis=1)
+        labels, dist = fastpath.nearest(x, centroids)
+    else:
+        labels = nearest_centroid(x, centroids)
+        diff = x - centroids[labels]
+        dist = (diff * diff).sum(axis=1)
+    k, dims = centroids.shape
+    totals = np.bincount(labels, weights=weights, minlength=k)
+    sums = np.stack([np.bincount(labels, weights=weights * x[:, d], minlength=k) for d in range(dims)], 1)
+    return labels, dist, sums, totals
 
 
 def weighted_means(points: np.ndarray, weights: np.ndarray, labels: np.ndarray, fallback: np.ndarray) -> np.ndarray:

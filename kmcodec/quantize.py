@@ -24,7 +24,7 @@ import numpy as np
 from . import fastpath
 from .colorspace import from_features, to_features
 from .errors import KMQError
-from .kmeans import lloyd, split_start, weighted_means
+from .kmeans import kmeans_plus_plus, lloyd, split_start
 from .nearest import nearest_centroid
 
 ENGINES = ("fast", "sklearn")
@@ -47,29 +47,36 @@ class QuantizeOptionError(KMQError):
 
 @dataclass(frozen=True)
 class SpeedPlan:
-    """What a --speed level buys: histogram points k-means runs on, Lloyd rounds, full-data refinements."""
+    """What a --speed level buys.
+
+    max_points: histogram points the first k-means runs on (merged colour cells beyond);
+    max_iter: Lloyd rounds there; refine: Lloyd rounds on every distinct colour after;
+    plus_plus_max_k: up to this k a second start (greedy k-means++) runs and the lower error wins;
+    small_k_starts: k-means++ starts for k <= 16, where local optima differ most.
+    """
 
     max_points: int
     max_iter: int
     refine: int
+    plus_plus_max_k: int
+    small_k_starts: int
 
     @classmethod
     def for_speed(cls, speed: int) -> "SpeedPlan":
         """1 is slowest and best, 10 fastest; 4 is the default."""
         table = {
-            1: (1 << 18, 300, 6),
-            2: (1 << 17, 200, 4),
-            3: (1 << 16, 100, 3),
-            4: (1 << 15, 60, 2),
-            5: (1 << 14, 40, 2),
-            6: (1 << 13, 30, 1),
-            7: (1 << 12, 20, 1),
-            8: (1 << 12, 10, 1),
-            9: (1 << 11, 5, 0),
-            10: (1 << 10, 2, 0),
+            1: (1 << 18, 300, 100, 1024, 8),
+            2: (1 << 17, 200, 50, 256, 6),
+            3: (1 << 16, 100, 30, 128, 4),
+            4: (1 << 15, 60, 20, 64, 4),
+            5: (1 << 14, 40, 8, 32, 2),
+            6: (1 << 13, 30, 4, 16, 1),
+            7: (1 << 12, 20, 2, 0, 0),
+            8: (1 << 12, 10, 1, 0, 0),
+            9: (1 << 11, 5, 0, 0, 0),
+            10: (1 << 10, 2, 0, 0, 0),
         }
-        max_points, max_iter, refine = table[speed]
-        return cls(max_points, max_iter, refine)
+        return cls(*table[speed])
 
 
 @dataclass(frozen=True)
@@ -179,16 +186,21 @@ def reduce_histogram(
 
 
 def fast_centroids(
-    features: np.ndarray, colours: np.ndarray, counts: np.ndarray, k: int, plan: SpeedPlan
+    features: np.ndarray, colours: np.ndarray, counts: np.ndarray, k: int, plan: SpeedPlan, seed: int = 0
 ) -> np.ndarray:
-    """Weighted k-means centroids (in feature space): split start and Lloyd on the reduced histogram,
-    then Lloyd refinement passes on every distinct colour."""
+    """Weighted k-means centroids (in feature space): Lloyd on the reduced histogram from a split start
+    (and, for small k, from a k-means++ start too, keeping the lower error), then Lloyd rounds on every
+    distinct colour until they stop improving or the plan's budget is spent."""
     points, weights = reduce_histogram(features, colours, counts, max(plan.max_points, 2 * k))
-    start = split_start(points, weights, k)
-    centroids, _ = lloyd(points, weights, start, max_iter=plan.max_iter)
+    centroids, error = lloyd(points, weights, split_start(points, weights, k), max_iter=plan.max_iter)
+    starts = plan.small_k_starts if k <= 16 else (1 if k <= plan.plus_plus_max_k else 0)
+    for attempt in range(starts):
+        start = kmeans_plus_plus(points, weights, k, seed + attempt)
+        other, other_error = lloyd(points, weights, start, max_iter=plan.max_iter)
+        if other_error < error:
+            centroids, error = other, other_error
     if points.shape[0] < features.shape[0] and plan.refine:
-        full_weights = counts.astype(np.float64)
-        centroids, _ = lloyd(features, full_weights, centroids, max_iter=plan.refine, tol=0.0)
+        centroids, _ = lloyd(features, counts.astype(np.float64), centroids, max_iter=plan.refine)
     return centroids
 
 
@@ -210,7 +222,7 @@ def finish_palette(
     Returns (palette (k', C) uint8, label of each distinct colour).
     """
     rounded = np.clip(np.rint(from_features(centroids, space)), 0, 255).astype(np.uint8)
-    rounded = np.unique(rounded, axis=0)
+    rounded = _unpack_keys(np.unique(pixel_keys(rounded)), rounded.shape[1])  # sorted, no duplicates
     entry_features = rounded if space == "rgb" else to_features(rounded, space)
     points = histogram.colours if space == "rgb" else features
     colour_label = nearest_centroid(points, entry_features)
@@ -263,14 +275,19 @@ def quantize_pixels(
             centroids = sklearn_centroids(features, histogram.counts, k, seed)
         else:
             plan = SpeedPlan.for_speed(speed)
-            centroids = fast_centroids(features, histogram.colours, histogram.counts, k, plan)
+            centroids = fast_centroids(features, histogram.colours, histogram.counts, k, plan, seed)
         palette, colour_label = finish_palette(centroids, histogram, features, space)
     dtype = np.dtype(np.uint8) if palette.shape[0] <= 256 else np.dtype(np.uint16)
     if dither > 0.0 and palette.shape[0] > 1:
-        from .dither import floyd_steinberg
-
-        return palette, floyd_steinberg(pixels, palette, dither, space).astype(dtype)
+        return _drop_unused(palette, fastpath.dither(pixels, palette, dither), dtype)
     return palette, map_pixels(pixels, histogram, colour_label, dtype)
+
+
+def _drop_unused(palette: np.ndarray, labels: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Remove palette entries no label uses (dithering may skip some) and renumber the labels in order."""
+    used = np.bincount(labels.reshape(-1), minlength=palette.shape[0]) > 0
+    remap = np.cumsum(used) - 1
+    return palette[used], remap.astype(dtype)[labels]
 
 
 def _exact_palette(histogram: ColourHistogram) -> tuple[np.ndarray, np.ndarray]:
