@@ -77,7 +77,7 @@ def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int)
         best_cost, best_pick, best_closest = np.inf, -1, closest
         for pick in picks.tolist():
             candidate = np.minimum(closest, ((x - x[pick]) ** 2).sum(axis=1))
-            cost = float(np.dot(weights, candidate))
+            cost = float((weights * candidate).sum())
             if cost < best_cost:
                 best_cost, best_pick, best_closest = cost, pick, candidate
         centres.append(best_pick)
@@ -118,6 +118,8 @@ def lloyd(
 ) -> tuple[np.ndarray, float]:
     """Weighted Lloyd iterations from `centroids`; return (centroids float64, weighted squared error).
 
+    (No BLAS calls in the loop: OpenBLAS threads spin when the machine is busy, and these vectors are small.)
+
     Stops when the weighted error improves by less than `tol` (relative) or after
     max_iter rounds. An empty cluster is moved to the point with the largest error.
     """
@@ -132,7 +134,7 @@ def lloyd(
     labels, dist, sums, totals = assign(centroids, weights)
     previous = np.inf
     for _ in range(max_iter):
-        error = float(np.dot(weights, dist))
+        error = float((weights * dist).sum())
         if previous - error <= tol * error:
             break
         previous = error
@@ -143,7 +145,7 @@ def lloyd(
             worst = np.argsort(-(weights * dist), kind="stable")[: empty.size]
             centroids[empty[: worst.size]] = x[worst]
         labels, dist, sums, totals = assign(centroids, weights)
-    return centroids, float(np.dot(weights, dist))
+    return centroids, float((weights * dist).sum())
 
 
 def _assign(x: np.ndarray, centroids: np.ndarray, weights: np.ndarray):

@@ -37,6 +37,9 @@ SPEEDS = range(1, 11)
 PIXEL_CHUNK = 1 << 22
 #: Below this many pixels sorting the keys beats a bincount over all 2**24 possible colours.
 SMALL_IMAGE_PIXELS = 1 << 20
+#: Above this k the fast engine starts from colour cells instead of splits, and runs LARGE_K_ITER Lloyd rounds.
+LARGE_K = 1024
+LARGE_K_ITER = 8
 
 
 class QuantizeOptionError(KMQError):
@@ -191,6 +194,16 @@ def fast_centroids(
     """Weighted k-means centroids (in feature space): Lloyd on the reduced histogram from a split start
     (and, for small k, from a k-means++ start too, keeping the lower error), then Lloyd rounds on every
     distinct colour until they stop improving or the plan's budget is spent."""
+    if k > LARGE_K:
+        # Thousands of entries: start from the finest colour cells that number at most k (one split per
+        # entry would cost seconds), and stop Lloyd early; the error is already far below what the eye sees.
+        start, _ = reduce_histogram(features, colours, counts, k)
+        if start.shape[0] < k:  # fill up with the colours the cells serve worst
+            _, dist = fastpath.nearest(features, start)
+            worst = np.argsort(-(counts * dist), kind="stable")[: k - start.shape[0]]
+            start = np.concatenate([start, features[worst]])
+        centroids, _ = lloyd(features, counts.astype(np.float64), start, max_iter=min(plan.max_iter, LARGE_K_ITER))
+        return centroids
     points, weights = reduce_histogram(features, colours, counts, max(plan.max_points, 2 * k))
     centroids, error = lloyd(points, weights, split_start(points, weights, k), max_iter=plan.max_iter)
     starts = plan.small_k_starts if k <= 16 else (1 if k <= plan.plus_plus_max_k else 0)
