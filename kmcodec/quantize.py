@@ -37,6 +37,8 @@ SPEEDS = range(1, 11)
 PIXEL_CHUNK = 1 << 22
 #: Below this many pixels sorting the keys beats a bincount over all 2**24 possible colours.
 SMALL_IMAGE_PIXELS = 1 << 20
+#: The refinement rounds run on up to this many times the plan's max_points (finer colour cells).
+REFINE_POINTS_FACTOR = 8
 #: Above this k the fast engine starts from colour cells instead of splits, and runs LARGE_K_ITER Lloyd rounds.
 LARGE_K = 1024
 LARGE_K_ITER = 8
@@ -53,7 +55,7 @@ class SpeedPlan:
     """What a --speed level buys.
 
     max_points: histogram points the first k-means runs on (merged colour cells beyond);
-    max_iter: Lloyd rounds there; refine: Lloyd rounds on every distinct colour after;
+    max_iter: Lloyd rounds there; refine: Lloyd rounds after, on up to 8x as many points (finer cells);
     plus_plus_max_k: up to this k a second start (greedy k-means++) runs and the lower error wins;
     small_k_starts: k-means++ starts for k <= 16, where local optima differ most.
     """
@@ -213,7 +215,10 @@ def fast_centroids(
         if other_error < error:
             centroids, error = other, other_error
     if points.shape[0] < features.shape[0] and plan.refine:
-        centroids, _ = lloyd(features, counts.astype(np.float64), centroids, max_iter=plan.refine)
+        # Refine on a finer reduction (every distinct colour when there are not too many of them).
+        fine, fine_weights = reduce_histogram(features, colours, counts, REFINE_POINTS_FACTOR * plan.max_points)
+        if fine.shape[0] > points.shape[0]:
+            centroids, _ = lloyd(fine, fine_weights, centroids, max_iter=plan.refine)
     return centroids
 
 
