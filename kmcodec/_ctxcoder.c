@@ -1,0 +1,412 @@
+/*
+ * _ctxcoder: the compiled kernel of the .kmq "context" coding (coding 3, spec/kmq.md section 5.3).
+ *
+ * An adaptive binary range coder (LZMA-style carry handling, 32-bit range, 16-bit
+ * probabilities) driven by a context model of already-decoded neighbours. The
+ * per-pixel model is written once (code_pixel) and instantiated for encoding and
+ * decoding, so the two cannot drift apart. Everything is integer arithmetic, and
+ * every name and constant below is the one the spec uses.
+ *
+ * Python interface:
+ *   encode(labels, width, height, k) -> bytes
+ *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2.
+ *   decode(payload, width, height, k, out) -> None
+ *       out: a writable C-contiguous buffer for width*height labels, itemsize 1 or 2.
+ *       Raises ValueError if the payload ends early or has bytes left over; never
+ *       reads outside `payload` and never writes outside `out`.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- adaptive bit models (spec 5.3.3) ---- */
+#define PROB_INIT 32768u
+#define COUNT_LIMIT 60
+
+typedef struct {
+    uint16_t p; /* probability that the bit is 1, in units of 2^-16, always 1..65535 */
+    uint16_t n; /* updates so far, saturating at COUNT_LIMIT */
+} Bit;
+
+static uint32_t RATE[COUNT_LIMIT + 1];
+
+static void init_rates(void) {
+    for (int n = 0; n <= COUNT_LIMIT; n++) RATE[n] = 131072u / (uint32_t)(2 * n + 3);
+}
+
+static inline void adapt(Bit *m, int bit) {
+    uint32_t r = RATE[m->n];
+    if (bit)
+        m->p = (uint16_t)(m->p + (((65536u - m->p) * r) >> 16));
+    else
+        m->p = (uint16_t)(m->p - ((m->p * r) >> 16));
+    if (m->n < COUNT_LIMIT) m->n++;
+}
+
+static void reset_bits(Bit *bits, size_t count) {
+    for (size_t i = 0; i < count; i++) { bits[i].p = PROB_INIT; bits[i].n = 0; }
+}
+
+/* ---- logistic mixing (spec 5.3.4) ---- */
+#define MIX_INPUTS 4
+#define MIX_RATE 3
+#define WEIGHT_INIT 16384
+#define WEIGHT_LIMIT 8388608
+static const int SQUASH_POINTS[33] = {1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047,
+                                      2549, 2994, 3348, 3607, 3785, 3901, 3975, 4024, 4050, 4068, 4079, 4085,
+                                      4089, 4092, 4093, 4094};
+static int16_t STRETCH[4096];
+
+static inline int squash(int d) {
+    if (d > 2047) d = 2047;
+    if (d < -2047) d = -2047;
+    int w = d & 127, i = (d >> 7) + 16; /* floor division: gcc and clang shift signed ints arithmetically */
+    return (SQUASH_POINTS[i] * (128 - w) + SQUASH_POINTS[i + 1] * w + 64) >> 7;
+}
+
+static void init_stretch(void) {
+    int next = 0;
+    for (int x = -2047; x <= 2047; x++) {
+        int v = squash(x);
+        for (int i = next; i <= v; i++) STRETCH[i] = (int16_t)x;
+        next = v + 1;
+    }
+    for (int i = next; i < 4096; i++) STRETCH[i] = 2047;
+}
+
+static inline int32_t floor_shift(int64_t v, int s) { /* floor(v / 2^s) without relying on signed shifts */
+    return (int32_t)(v >= 0 ? v >> s : -((-v + ((int64_t)1 << s) - 1) >> s));
+}
+
+/* ---- range coder (spec 5.3.1) ---- */
+typedef struct {
+    uint64_t low;       /* encoder */
+    uint32_t range;
+    uint8_t cache;
+    uint64_t cache_size;
+    int skip_first;     /* the first byte of the LZMA scheme is always 0 and is not stored */
+    uint8_t *out;
+    size_t out_len, out_cap;
+    int oom;
+    uint32_t code;      /* decoder */
+    const uint8_t *in;
+    size_t in_len, in_pos;
+    int underrun;       /* the decoder needed a byte past the end of the payload */
+} Coder;
+
+static inline void put_byte(Coder *c, uint8_t byte) {
+    if (c->skip_first) { c->skip_first = 0; return; }
+    if (c->out_len == c->out_cap) {
+        size_t cap = c->out_cap ? c->out_cap * 2 : 65536;
+        uint8_t *grown = (uint8_t *)realloc(c->out, cap);
+        if (!grown) { c->oom = 1; return; }
+        c->out = grown;
+        c->out_cap = cap;
+    }
+    c->out[c->out_len++] = byte;
+}
+
+static inline void shift_low(Coder *c) {
+    if ((uint32_t)c->low < 0xFF000000u || (c->low >> 32) != 0) {
+        uint8_t carry = (uint8_t)(c->low >> 32);
+        uint8_t temp = c->cache;
+        do {
+            put_byte(c, (uint8_t)(temp + carry));
+            temp = 0xFF;
+        } while (--c->cache_size != 0);
+        c->cache = (uint8_t)(c->low >> 24);
+    }
+    c->cache_size++;
+    c->low = (c->low & 0x00FFFFFFu) << 8;
+}
+
+static inline uint8_t next_byte(Coder *c) {
+    if (c->in_pos < c->in_len) return c->in[c->in_pos++];
+    c->underrun = 1;
+    return 0;
+}
+
+/* Code one bit with probability p (of a 1, in units of 2^-16, 1..65535); returns the bit. */
+static inline __attribute__((always_inline)) int code_bit(const int ENC, Coder *c, uint32_t p, int bit) {
+    uint32_t bound = (uint32_t)(((uint64_t)c->range * p) >> 16);
+    if (ENC) {
+        if (bit) {
+            c->range = bound;
+        } else {
+            c->low += bound;
+            c->range -= bound;
+        }
+        while (c->range < (1u << 24)) { c->range <<= 8; shift_low(c); }
+    } else {
+        if (c->code < bound) {
+            c->range = bound;
+            bit = 1;
+        } else {
+            c->code -= bound;
+            c->range -= bound;
+            bit = 0;
+        }
+        while (c->range < (1u << 24)) { c->range <<= 8; c->code = (c->code << 8) | next_byte(c); }
+    }
+    return bit;
+}
+
+/* ---- the model (spec 5.3.2 - 5.3.5) ---- */
+#define PATTERNS 1024
+
+typedef struct {
+    Bit same[4][PATTERNS];          /* "label = W / N / NW / NE?", context: the neighbour pattern */
+    Bit *pair;                      /* [4][65536]: the same questions, context: reduced (W, N) */
+    Bit *tree;                      /* [4][256][256]: label bits at depth < 8, contexts W, N, NW, NE */
+    Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
+    int32_t weights[8][MIX_INPUTS]; /* mixer weights per tree depth */
+    Bit *memory;
+} Model;
+
+static int model_init(Model *m, int bits) {
+    size_t pair = 4 * 65536, tree = 4 * 256 * 256, deep = bits > 8 ? ((size_t)1 << bits) : 0;
+    m->memory = (Bit *)malloc(sizeof(Bit) * (pair + tree + deep));
+    if (!m->memory) return -1;
+    m->pair = m->memory;
+    m->tree = m->pair + pair;
+    m->deep = m->tree + tree;
+    reset_bits(m->memory, pair + tree + deep);
+    reset_bits(&m->same[0][0], 4 * PATTERNS);
+    for (int d = 0; d < 8; d++)
+        for (int i = 0; i < MIX_INPUTS; i++) m->weights[d][i] = WEIGHT_INIT;
+    return 0;
+}
+
+static inline __attribute__((always_inline)) int code_same(const int ENC, Coder *c, Bit *a, Bit *b, int bit) {
+    bit = code_bit(ENC, c, ((uint32_t)a->p + b->p + 1) >> 1, bit);
+    adapt(a, bit);
+    adapt(b, bit);
+    return bit;
+}
+
+static inline __attribute__((always_inline)) int code_mixed(const int ENC, Coder *c, Bit **in, int32_t *w, int bit) {
+    int st[MIX_INPUTS];
+    int64_t dot = 0;
+    for (int i = 0; i < MIX_INPUTS; i++) {
+        st[i] = STRETCH[in[i]->p >> 4];
+        dot += (int64_t)w[i] * st[i];
+    }
+    int pm = squash(floor_shift(dot, 16));
+    uint32_t p = (uint32_t)pm << 4;
+    p = p < 32 ? 32 : p > 65504 ? 65504 : p;
+    bit = code_bit(ENC, c, p, bit);
+    int err = ((bit << 12) - pm) * MIX_RATE;
+    for (int i = 0; i < MIX_INPUTS; i++) {
+        adapt(in[i], bit);
+        int32_t v = w[i] + floor_shift((int64_t)st[i] * err, 10);
+        w[i] = v > WEIGHT_LIMIT ? WEIGHT_LIMIT : v < -WEIGHT_LIMIT ? -WEIGHT_LIMIT : v;
+    }
+    return bit;
+}
+
+/* Code one label (ENC: `value` is the label; decoding: `value` is ignored); returns the label. */
+static inline __attribute__((always_inline)) uint32_t code_pixel(
+    const int ENC, Coder *c, Model *m, uint32_t value, uint32_t W, uint32_t N, uint32_t NW, uint32_t NE,
+    uint32_t pattern, int bits, uint32_t k, int shift)
+{
+    Bit *pair = m->pair + (((W >> shift) << 8) | (N >> shift));
+    if (code_same(ENC, c, &m->same[0][pattern], pair, ENC && value == W)) return W;
+    if (N != W && code_same(ENC, c, &m->same[1][pattern], pair + 65536, ENC && value == N)) return N;
+    if (NW != W && NW != N && code_same(ENC, c, &m->same[2][pattern], pair + 2 * 65536, ENC && value == NW))
+        return NW;
+    if (NE != W && NE != N && NE != NW &&
+        code_same(ENC, c, &m->same[3][pattern], pair + 3 * 65536, ENC && value == NE))
+        return NE;
+    /* the label itself, most significant bit first, as a walk down a binary tree;
+       a 1 bit that would make the label >= k is not coded (it is 0) */
+    Bit *tw = m->tree + ((size_t)0 * 256 + (W >> shift)) * 256;
+    Bit *tn = m->tree + ((size_t)1 * 256 + (N >> shift)) * 256;
+    Bit *tnw = m->tree + ((size_t)2 * 256 + (NW >> shift)) * 256;
+    Bit *tne = m->tree + ((size_t)3 * 256 + (NE >> shift)) * 256;
+    uint32_t node = 1;
+    for (int d = 0; d < bits; d++) {
+        int rest = bits - 1 - d;
+        int bit = ENC ? (int)((value >> rest) & 1u) : 0;
+        if (((((node << 1) | 1u) << rest) & ((1u << bits) - 1u)) >= k) {
+            bit = 0;
+        } else if (d < 8) {
+            Bit *in[MIX_INPUTS] = {&tw[node], &tn[node], &tnw[node], &tne[node]};
+            bit = code_mixed(ENC, c, in, m->weights[d], bit);
+        } else {
+            bit = code_bit(ENC, c, m->deep[node].p, bit);
+            adapt(&m->deep[node], bit);
+        }
+        node = (node << 1) | (uint32_t)bit;
+    }
+    return node - (1u << bits);
+}
+
+/* Walk the image in row-major order with the neighbours and pattern of spec 5.3.2. */
+#define DEFINE_WALK(NAME, ENC, T)                                                                          \
+static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uint32_t k, int bits) {      \
+    int shift = bits > 8 ? bits - 8 : 0;                                                                   \
+    for (size_t y = 0; y < height; y++) {                                                                  \
+        T *row = labels + y * width;                                                               \
+        const T *up = y ? row - width : NULL;                                                              \
+        const T *up2 = y > 1 ? row - 2 * width : NULL;                                                     \
+        uint32_t kind = 0;                                                                                 \
+        for (size_t x = 0; x < width; x++) {                                                               \
+            uint32_t W, N, NW, NE, WW, NN;                                                                 \
+            if (y == 0) {                                                                                  \
+                W = x ? row[x - 1] : 0;                                                                    \
+                N = NW = NE = W;                                                                           \
+            } else {                                                                                       \
+                N = up[x];                                                                                 \
+                W = x ? row[x - 1] : N;                                                                    \
+                NW = x ? up[x - 1] : N;                                                                    \
+                NE = x + 1 < width ? up[x + 1] : N;                                                        \
+            }                                                                                              \
+            WW = x > 1 ? row[x - 2] : W;                                                                   \
+            NN = up2 ? up2[x] : N;                                                                         \
+            uint32_t pattern = (uint32_t)(W == N) | (uint32_t)(W == NW) << 1 | (uint32_t)(N == NE) << 2    \
+                | (uint32_t)(N == NW) << 3 | (uint32_t)(W == WW) << 4 | (uint32_t)(N == NN) << 5           \
+                | (uint32_t)(NW == NE) << 6 | (uint32_t)(W == NE) << 7 | kind << 8;                        \
+            uint32_t s = code_pixel(ENC, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k, shift);   \
+            if (!ENC) {                                                                                    \
+                if (c->underrun) return;                                                                   \
+                row[x] = (T)s;                                                                             \
+            } else if (c->oom) {                                                                           \
+                return;                                                                                    \
+            }                                                                                              \
+            kind = s == W ? 0 : s == N ? 1 : (s == NW || s == NE) ? 2 : 3;                                 \
+        }                                                                                                  \
+    }                                                                                                      \
+}
+
+DEFINE_WALK(encode_u8, 1, uint8_t)
+DEFINE_WALK(encode_u16, 1, uint16_t)
+DEFINE_WALK(decode_u8, 0, uint8_t)
+DEFINE_WALK(decode_u16, 0, uint16_t)
+
+static int label_bits_of(uint32_t k) {
+    int b = 0;
+    while (((uint32_t)1 << b) < k) b++;
+    return b;
+}
+
+static int check_shape(Py_ssize_t width, Py_ssize_t height, unsigned long k, Py_buffer *labels) {
+    if (width < 1 || height < 1 || k < 1 || k > 65536 || (labels->itemsize != 1 && labels->itemsize != 2) ||
+        (k > 256 && labels->itemsize != 2) || (size_t)height > (size_t)PY_SSIZE_T_MAX / (size_t)width ||
+        labels->len != width * height * labels->itemsize) {
+        PyErr_SetString(PyExc_TypeError, "labels must be width*height items of 1 byte (k <= 256) or 2 bytes");
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_encode(PyObject *self, PyObject *args) {
+    Py_buffer buf;
+    Py_ssize_t width, height;
+    unsigned long k;
+    if (!PyArg_ParseTuple(args, "y*nnk", &buf, &width, &height, &k)) return NULL;
+    PyObject *result = NULL;
+    if (check_shape(width, height, k, &buf) < 0) goto done;
+    if (k == 1) {
+        result = PyBytes_FromStringAndSize(NULL, 0);
+        goto done;
+    }
+    int bits = label_bits_of((uint32_t)k);
+    Model m;
+    Coder c;
+    memset(&c, 0, sizeof c);
+    c.range = 0xFFFFFFFFu;
+    c.cache_size = 1;
+    c.skip_first = 1;
+    if (model_init(&m, bits) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (buf.itemsize == 1)
+        encode_u8(&c, &m, (uint8_t *)buf.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
+    else
+        encode_u16(&c, &m, (uint16_t *)buf.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
+    for (int i = 0; i < 5; i++) shift_low(&c);
+    Py_END_ALLOW_THREADS
+    free(m.memory);
+    if (c.oom)
+        PyErr_NoMemory();
+    else
+        result = PyBytes_FromStringAndSize((const char *)c.out, (Py_ssize_t)c.out_len);
+    free(c.out);
+done:
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+static PyObject *py_decode(PyObject *self, PyObject *args) {
+    Py_buffer payload, out;
+    Py_ssize_t width, height;
+    unsigned long k;
+    if (!PyArg_ParseTuple(args, "y*nnkw*", &payload, &width, &height, &k, &out)) return NULL;
+    PyObject *result = NULL;
+    if (check_shape(width, height, k, &out) < 0) goto done;
+    if (k == 1) {
+        if (payload.len != 0) {
+            PyErr_Format(PyExc_ValueError, "a k = 1 context payload must be empty, this one has %zd bytes",
+                         payload.len);
+            goto done;
+        }
+        memset(out.buf, 0, (size_t)out.len);
+        result = Py_NewRef(Py_None);
+        goto done;
+    }
+    int bits = label_bits_of((uint32_t)k);
+    Model m;
+    Coder c;
+    memset(&c, 0, sizeof c);
+    c.range = 0xFFFFFFFFu;
+    c.in = (const uint8_t *)payload.buf;
+    c.in_len = (size_t)payload.len;
+    if (payload.len < 4) {
+        PyErr_Format(PyExc_ValueError, "the coded stream is %zd bytes, shorter than its 4-byte start", payload.len);
+        goto done;
+    }
+    for (int i = 0; i < 4; i++) c.code = (c.code << 8) | next_byte(&c);
+    if (model_init(&m, bits) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    if (out.itemsize == 1)
+        decode_u8(&c, &m, (uint8_t *)out.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
+    else
+        decode_u16(&c, &m, (uint16_t *)out.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
+    Py_END_ALLOW_THREADS
+    free(m.memory);
+    if (c.underrun)
+        PyErr_Format(PyExc_ValueError, "the coded stream ends early: its %zd bytes run out before the last label",
+                     payload.len);
+    else if (c.in_pos != c.in_len)
+        PyErr_Format(PyExc_ValueError, "%zd bytes are left over after the last label (the stream is %zd bytes)",
+                     (Py_ssize_t)(c.in_len - c.in_pos), payload.len);
+    else
+        result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&payload);
+    PyBuffer_Release(&out);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"encode", py_encode, METH_VARARGS, "encode(labels, width, height, k) -> bytes: context-code a label array."},
+    {"decode", py_decode, METH_VARARGS, "decode(payload, width, height, k, out): decode labels into out."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_ctxcoder", "Compiled kernel of the .kmq context coding (spec section 5.3).", -1, methods,
+};
+
+PyMODINIT_FUNC PyInit__ctxcoder(void) {
+    init_rates();
+    init_stretch();
+    return PyModule_Create(&module);
+}
