@@ -14,7 +14,7 @@ from typing import BinaryIO, Union
 import numpy as np
 
 from .atomic import atomic_output
-from .codings import check_payload_length, coding_for_id, coding_for_name
+from .codings import AUTO, check_payload_length, coding_for_id, encode_labels
 from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, Header, build_file, parse_header, read_container
 from .errors import CodingError, KMQError, LabelError, LimitError
 from .image import KMQImage
@@ -24,7 +24,8 @@ from .quantize import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, quantize_pix
 PathLike = Union[str, os.PathLike]
 Source = Union[PathLike, bytes, bytearray, memoryview, BinaryIO]
 
-DEFAULT_CODING = "raw"
+#: The default coding: the smallest of all (spec section 5); "raw" keeps the plain bit-packed labels.
+DEFAULT_CODING = AUTO
 
 
 def quantize(
@@ -69,12 +70,9 @@ def encode(
         image = quantize(
             image, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, max_pixels=max_pixels
         )
-    chosen = coding_for_name(coding)
-    header = Header(
-        width=image.width, height=image.height, channels=image.channels, k=image.k, coding=chosen.id, payload_length=0
-    )
-    payload = chosen.encode(image.labels.reshape(-1), header)
-    header = dataclasses.replace(header, payload_length=len(payload))
+    header = Header(width=image.width, height=image.height, channels=image.channels, k=image.k, coding=0, payload_length=0)
+    chosen, payload = encode_labels(image.labels.reshape(-1), header, coding)
+    header = dataclasses.replace(header, coding=chosen.id, payload_length=len(payload))
     return build_file(header, image.palette.tobytes(), payload)
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from . import __version__, api, batch
 from .atomic import OutputExistsError, atomic_output
-from .codings import CODINGS_BY_NAME
+from .codings import CODING_CHOICES, CODINGS
 from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import KMQError
 from .imageio import load_pixels
@@ -147,7 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--max-k", type=_k_value, default=DEFAULT_MAX_K, help="largest k auto-k considers (default 256)")
     _add_batch_options(enc, "image")
     enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
-    enc.add_argument("--coding", choices=sorted(CODINGS_BY_NAME), default=api.DEFAULT_CODING, help="label coding")
+    enc.add_argument(
+        "--coding", choices=CODING_CHOICES, default=api.DEFAULT_CODING, help="label coding (default: auto, the smallest)"
+    )
     enc.add_argument(
         "--engine", choices=ENGINES, default=DEFAULT_ENGINE,
         help="k-means engine: fast (default) or sklearn (scikit-learn KMeans, the slow textbook reference)",
@@ -311,7 +313,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raw = image.width * image.height * image.channels
         print(
             f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}, k={image.k}, "
-            f"{image.label_bits} bits/pixel, {len(data):,} bytes "
+            f"{image.label_bits} bits/label, coding {CODINGS[data[10]].name}, {len(data):,} bytes "
             f"({len(data) / raw:.3f}x {8 * image.channels}-bit raw, "
             f"{len(data) / args.input.stat().st_size:.3f}x input), {elapsed:.2f} s"
         )
@@ -477,8 +479,6 @@ def _label_counts(labels: np.ndarray, k: int, chunk: int = 1 << 22) -> np.ndarra
 
 def cmd_info(args: argparse.Namespace) -> int:
     """kmcodec info FILE.kmq: header, palette and storage figures (after a full integrity check)."""
-    from .codings import CODINGS
-
     try:
         image = api.read(args.input, max_pixels=args.max_pixels)
         header = api.read_header(args.input)

@@ -1,19 +1,33 @@
 """The label codings of the payload (spec section 5): a registry mapping the header's coding byte to a codec.
 
 Each coding turns a flat label array into payload bytes and back. Raw (0) is the
-bit-packed stream itself; further codings register here with their own ids.
+bit-packed stream itself; deflate (1) and lzma (2) compress the labels laid out
+one per byte (two, big-endian, when b > 8) with the standard library; context (3)
+is the context-modelling range coder of spec section 5.3, in a compiled kernel.
+Every decoder is bounded: it never produces (or allocates for) more labels than
+the header declares.
 """
 
 from __future__ import annotations
 
+import lzma
+import zlib
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from .bitpack import pack_labels, packed_size, unpack_labels
+from .bitpack import label_dtype, pack_labels, packed_size, unpack_labels
 from .container import Header
-from .errors import CodingError, HeaderError
+from .errors import CodingError, HeaderError, LabelError
+
+try:
+    from . import _ctxcoder
+except ImportError:  # not built: the context coding then says how to get it
+    _ctxcoder = None
+
+#: How to get the compiled context coder when it is missing.
+BUILD_HINT = "install kmcodec with `pip install .` (or run `python setup.py build_ext --inplace` in a checkout)"
 
 
 @dataclass(frozen=True)
@@ -44,7 +58,98 @@ def _raw_expected_length(header: Header) -> int:
 
 RAW = Coding(0, "raw", _raw_encode, _raw_decode, _raw_expected_length)
 
-CODINGS: dict[int, Coding] = {RAW.id: RAW}
+
+def label_bytes(labels: np.ndarray, bits: int) -> bytes:
+    """The byte layout of spec section 5.2: one byte per label (b <= 8) or two, big-endian (b > 8)."""
+    flat = np.ascontiguousarray(labels).reshape(-1)
+    return flat.astype(np.uint8 if bits <= 8 else ">u2", copy=False).tobytes()
+
+
+def labels_from_bytes(data: bytes, header: Header) -> np.ndarray:
+    """Turn the byte layout back into labels, checking every label is < k."""
+    bits = header.label_bits
+    labels = np.frombuffer(data, dtype=np.uint8 if bits <= 8 else ">u2").astype(label_dtype(bits), copy=False)
+    if labels.size and header.k < (1 << bits):
+        top = int(labels.max())
+        if top >= header.k:
+            where = int(np.argmax(labels >= header.k))
+            raise LabelError(f"payload: pixel {where} has label {int(labels[where])} >= k = {header.k}")
+    return labels
+
+
+def _layout_size(header: Header) -> int:
+    return header.pixel_count * (1 if header.label_bits <= 8 else 2)
+
+
+def _bounded_inflate(decompressor, payload: bytes, size: int, name: str) -> bytes:
+    """Decompress into at most `size` bytes (never allocating more); reject a stream that holds more or fewer
+    bytes, does not finish, or is followed by left-over bytes."""
+    try:
+        out = decompressor.decompress(payload, size)
+        if not decompressor.eof:
+            tail = getattr(decompressor, "unconsumed_tail", b"")  # zlib hands back input it did not use
+            if decompressor.decompress(tail, 1):
+                raise CodingError(f"payload: the {name} stream holds more than the {size} bytes of labels declared")
+    except (zlib.error, lzma.LZMAError, EOFError) as exc:
+        raise CodingError(f"payload: the {name} stream cannot be decoded: {exc}") from None
+    if not decompressor.eof:
+        raise CodingError(f"payload: the {name} stream ends early, after {len(out)} of {size} bytes of labels")
+    if len(out) != size:
+        raise CodingError(f"payload: the {name} stream holds {len(out)} bytes of labels, the header declares {size}")
+    if decompressor.unused_data:
+        raise CodingError(f"payload: {len(decompressor.unused_data)} bytes are left over after the {name} stream")
+    return out
+
+
+def _deflate_encode(labels: np.ndarray, header: Header) -> bytes:
+    return zlib.compress(label_bytes(labels, header.label_bits), 9)
+
+
+def _deflate_decode(payload: bytes, header: Header) -> np.ndarray:
+    out = _bounded_inflate(zlib.decompressobj(), payload, _layout_size(header), "deflate")
+    return labels_from_bytes(out, header)
+
+
+def _lzma_encode(labels: np.ndarray, header: Header) -> bytes:
+    return lzma.compress(label_bytes(labels, header.label_bits), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
+
+
+def _lzma_decode(payload: bytes, header: Header) -> np.ndarray:
+    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=1 << 28)
+    out = _bounded_inflate(decompressor, payload, _layout_size(header), "lzma")
+    return labels_from_bytes(out, header)
+
+
+def _any_length(header: Header) -> None:
+    return None
+
+
+def _context_kernel():
+    if _ctxcoder is None:
+        raise CodingError(f"the context coding needs kmcodec's compiled kernel kmcodec._ctxcoder, which is missing: {BUILD_HINT}")
+    return _ctxcoder
+
+
+def _context_encode(labels: np.ndarray, header: Header) -> bytes:
+    flat = np.ascontiguousarray(labels.reshape(-1), dtype=label_dtype(header.label_bits))
+    return _context_kernel().encode(flat, header.width, header.height, header.k)
+
+
+def _context_decode(payload: bytes, header: Header) -> np.ndarray:
+    kernel = _context_kernel()
+    out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
+    try:
+        kernel.decode(payload, header.width, header.height, header.k, out)
+    except ValueError as exc:
+        raise CodingError(f"payload: the context stream cannot be decoded: {exc}") from None
+    return out
+
+
+DEFLATE = Coding(1, "deflate", _deflate_encode, _deflate_decode, _any_length)
+LZMA = Coding(2, "lzma", _lzma_encode, _lzma_decode, _any_length)
+CONTEXT = Coding(3, "context", _context_encode, _context_decode, _any_length)
+
+CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT)}
 CODINGS_BY_NAME: dict[str, Coding] = {c.name: c for c in CODINGS.values()}
 
 
@@ -55,6 +160,28 @@ def coding_for_id(coding_id: int) -> Coding:
     except KeyError:
         known = ", ".join(f"{c.id} ({c.name})" for c in CODINGS.values())
         raise CodingError(f"header: unsupported coding {coding_id} at offset 10 (this decoder knows {known})") from None
+
+
+#: The name that picks the smallest payload among the codings.
+AUTO = "auto"
+#: Names accepted by encoders: every coding, and auto.
+CODING_CHOICES = (*CODINGS_BY_NAME, AUTO)
+#: auto tries lzma only when deflate is within this factor of context (LZMA has not beaten
+#: deflate by more than this on the benchmark corpus, and it costs seconds per 4 MP image).
+LZMA_WORTH_TRYING = 2.0
+
+
+def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
+    """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both."""
+    if coding != AUTO:
+        chosen = coding_for_name(coding)
+        return chosen, chosen.encode(labels, header)
+    candidates = [(RAW, RAW.encode(labels, header)), (DEFLATE, DEFLATE.encode(labels, header))]
+    if _ctxcoder is not None:
+        candidates.append((CONTEXT, CONTEXT.encode(labels, header)))
+    if _ctxcoder is None or len(candidates[1][1]) < LZMA_WORTH_TRYING * len(candidates[2][1]):
+        candidates.append((LZMA, LZMA.encode(labels, header)))
+    return min(candidates, key=lambda pair: (len(pair[1]), pair[0].id))
 
 
 def coding_for_name(name: str) -> Coding:

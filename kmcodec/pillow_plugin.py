@@ -3,7 +3,7 @@
 Files with k <= 256 open in mode P (alpha, if any, in an RGBA palette); larger
 palettes open as RGB or RGBA. Saving a P image without `colors=` stores its
 palette and indices as they are; anything else is quantized to `colors`
-(default 256) colours.
+(default 256) colours. The save option `coding=` picks the label coding (default "auto").
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
     options = im.encoderinfo
     colors = options.get("colors")
-    coding = options.get("coding", "raw")
+    coding = options.get("coding", "auto")
     seed = int(options.get("seed", 0))
     if im.mode == "P" and colors is None:
         image = _palette_image(im)
