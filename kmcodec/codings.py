@@ -69,7 +69,7 @@ def labels_from_bytes(data: bytes, header: Header) -> np.ndarray:
     """Turn the byte layout back into labels, checking every label is < k."""
     bits = header.label_bits
     labels = np.frombuffer(data, dtype=np.uint8 if bits <= 8 else ">u2").astype(label_dtype(bits), copy=False)
-    if labels.size and header.k < (1 << bits):
+    if labels.size and header.k < (256 if bits <= 8 else 65536):  # a byte holds labels up to 255, not 2**b - 1
         top = int(labels.max())
         if top >= header.k:
             where = int(np.argmax(labels >= header.k))

@@ -1,0 +1,169 @@
+"""Conformance vectors for the compact codings (spec section 5.1-5.2): valid files and one-defect corrupt files.
+
+`coded_vectors()` returns a list of dicts for the conformance suite (the lead wires
+it into tools/make_vectors.py): name, data (the whole file), description, and either
+pixels + width + height + channels (the decoded RGB/RGBA bytes, row-major) or error
+(the error kind of spec section 9). Palettes and labels are fixed (a seeded RNG and
+closed-form patterns), never k-means. Corrupt files carry correct CRCs, so each has
+exactly one defect. Run it to print a summary: `python tools/coded_vectors.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import lzma
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from kmcodec.bitpack import label_bits, label_dtype  # noqa: E402
+from kmcodec.codings import CODINGS_BY_NAME, label_bytes  # noqa: E402
+from kmcodec.container import Header, build_file  # noqa: E402
+
+CODED = ("deflate", "lzma", "context")
+
+
+def fixed_palette(k: int, channels: int) -> np.ndarray:
+    """k distinct colours on a fixed walk through RGB (alpha varies too for RGBA)."""
+    index = np.arange(k, dtype=np.int64)
+    palette = np.stack(
+        [(index * 37) % 256, (index * 91 + 17) % 256, (index * 53 + index // 256 * 7 + 101) % 256]
+        + ([255 - (index * 29) % 256] if channels == 4 else []),
+        axis=1,
+    )
+    return palette.astype(np.uint8)
+
+
+def fixed_labels(width: int, height: int, k: int, seed: int) -> np.ndarray:
+    """A photo-like label image: smooth bands, a few flat regions and sparse noise (seeded, so fixed)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    smooth = (x * 0.7 + y * 0.4 + 6 * np.sin(x / 9.0) * np.cos(y / 7.0)) * k / (width + height)
+    labels = np.floor(smooth).astype(np.int64) % k
+    labels[(x // 16 + y // 12) % 5 == 0] = (k // 2) % k
+    noise = rng.random((height, width)) < 0.06
+    labels[noise] = rng.integers(0, k, int(noise.sum()))
+    return labels.astype(label_dtype(label_bits(k)))
+
+
+def _file(header: Header, palette: np.ndarray, payload: bytes) -> bytes:
+    header = dataclasses.replace(header, payload_length=len(payload))
+    return build_file(header, palette.tobytes(), payload)
+
+
+def _header(width: int, height: int, channels: int, k: int, coding: str) -> Header:
+    return Header(width=width, height=height, channels=channels, k=k, coding=CODINGS_BY_NAME[coding].id, payload_length=0)
+
+
+def _encode(coding: str, labels: np.ndarray, header: Header) -> bytes:
+    return CODINGS_BY_NAME[coding].encode(labels.reshape(-1), header)
+
+
+def _ok(coding: str, k: int, channels: int, width: int, height: int, seed: int) -> dict:
+    palette = fixed_palette(k, channels)
+    labels = fixed_labels(width, height, k, seed)
+    header = _header(width, height, channels, k, coding)
+    mode = "rgba" if channels == 4 else "rgb"
+    return {
+        "name": f"ok-{coding}-k{k:04d}-{mode}-{width}x{height}.kmq",
+        "data": _file(header, palette, _encode(coding, labels, header)),
+        "description": f"{coding} coding, k = {k} ({label_bits(k)}-bit labels), {mode.upper()}, {width}x{height}",
+        "pixels": palette[labels].tobytes(),
+        "width": width,
+        "height": height,
+        "channels": channels,
+    }
+
+
+def _bad(name: str, description: str, header: Header, palette: np.ndarray, payload: bytes, error: str) -> dict:
+    return {"name": name, "data": _file(header, palette, payload), "description": description, "error": error}
+
+
+def _detected_flip(coding: str, payload: bytes, header: Header) -> bytes:
+    """The first single-bit flip, scanning from the middle of the payload, that the decoder rejects as `coding`."""
+    from kmcodec.errors import CodingError, KMQError
+
+    decode = CODINGS_BY_NAME[coding].decode
+    start = len(payload) // 2
+    for position in list(range(start, len(payload))) + list(range(0, start)):
+        for bit in range(8):
+            flipped = bytearray(payload)
+            flipped[position] ^= 1 << bit
+            try:
+                decode(bytes(flipped), header)
+            except CodingError:
+                return bytes(flipped)
+            except KMQError:
+                continue
+    raise RuntimeError(f"no detected bit flip in the {coding} payload")
+
+
+def corrupt_vectors(coding: str) -> list[dict]:
+    """One-defect files for a coding: truncated, flipped bit, left-over bytes, too many/too few labels, label >= k."""
+    width, height, k, channels = 37, 23, 16, 3
+    palette = fixed_palette(k, channels)
+    labels = fixed_labels(width, height, k, seed=7)
+    header = _header(width, height, channels, k, coding)
+    payload = _encode(coding, labels, header)
+    prefix = f"bad-{coding}"
+    vectors = [
+        _bad(f"{prefix}-truncated.kmq", f"{coding} payload cut short by 3 bytes (lengths and CRCs consistent)",
+             header, palette, payload[:-3], "coding"),
+        _bad(f"{prefix}-bitflip.kmq", f"{coding} payload with one flipped bit that the coding detects (CRCs recomputed)",
+             header, palette, _detected_flip(coding, payload, header), "coding"),
+        _bad(f"{prefix}-leftover.kmq", f"{coding} payload followed by one extra byte inside the payload",
+             header, palette, payload + b"\x00", "coding"),
+        _bad(f"{prefix}-too-many-labels.kmq", f"{coding} stream of {width}x{height + 1} labels, header says {width}x{height}",
+             header, palette, _encode(coding, fixed_labels(width, height + 1, k, 7), dataclasses.replace(header, height=height + 1)),
+             "coding"),
+        _bad(f"{prefix}-too-few-labels.kmq", f"{coding} stream of {width}x{height - 1} labels, header says {width}x{height}",
+             header, palette, _encode(coding, fixed_labels(width, height - 1, k, 7), dataclasses.replace(header, height=height - 1)),
+             "coding"),
+    ]
+    if coding in ("deflate", "lzma"):
+        raw = bytearray(label_bytes(labels, label_bits(k)))
+        raw[len(raw) // 2] = k  # the one out-of-range label
+        compressed = (
+            zlib.compress(bytes(raw), 9)
+            if coding == "deflate"
+            else lzma.compress(bytes(raw), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32)
+        )
+        vectors.append(_bad(f"{prefix}-label-k.kmq", f"{coding} stream holding a label equal to k = {k}",
+                            header, palette, compressed, "label"))
+        vectors.append(_bad(f"{prefix}-garbage.kmq", f"payload that is not a {coding} stream at all",
+                            header, palette, bytes(range(64)), "coding"))
+    else:
+        vectors.append(_bad(f"{prefix}-short-start.kmq", "context payload of 3 bytes, shorter than the coder's 4-byte start",
+                            header, palette, payload[:3], "coding"))
+        one = _header(width, height, channels, 1, coding)
+        vectors.append(_bad(f"{prefix}-k0001-nonempty.kmq", "k = 1 context payload that is not empty",
+                            one, fixed_palette(1, channels), b"\x00\x00\x00\x00", "coding"))
+    return vectors
+
+
+def coded_vectors() -> list[dict]:
+    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma) and 3 (context)."""
+    vectors: list[dict] = []
+    cases = [(2, 3, 31, 17), (16, 3, 97, 61), (64, 3, 97, 61), (64, 4, 64, 48), (256, 3, 80, 50), (1000, 3, 45, 33),
+             (1, 3, 9, 7)]
+    for coding in CODED:
+        for index, (k, channels, width, height) in enumerate(cases):
+            vectors.append(_ok(coding, k, channels, width, height, seed=100 + index))
+        vectors.extend(corrupt_vectors(coding))
+    return vectors
+
+
+def main() -> int:
+    """Print the vectors' names, sizes and expected outcomes."""
+    for vector in coded_vectors():
+        outcome = f"error {vector['error']}" if "error" in vector else f"{vector['width']}x{vector['height']}"
+        print(f"{vector['name']:44s} {len(vector['data']):7d} bytes  {outcome}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
