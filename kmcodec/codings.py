@@ -111,7 +111,11 @@ def _deflate_decode(payload: bytes, header: Header) -> np.ndarray:
 
 
 def _lzma_encode(labels: np.ndarray, header: Header) -> bytes:
-    return lzma.compress(label_bytes(labels, header.label_bits), format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, preset=9)
+    data = label_bytes(labels, header.label_bits)
+    # preset 9, but a dictionary no larger than the data: the same output, without 700 MB of encoder state
+    dictionary = max(1 << 12, min(len(data), 1 << 26))
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": dictionary}]
+    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
 
 
 def _lzma_decode(payload: bytes, header: Header) -> np.ndarray:

@@ -1,0 +1,167 @@
+"""A pure-Python decoder of the context coding, written from spec/kmq.md section 5.2 alone.
+
+Slow (tens of microseconds per pixel) and only for tests: it checks that the spec
+and the compiled kernel describe the same bitstream.
+"""
+
+from __future__ import annotations
+
+SQUASH_POINTS = (1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047,
+                 2549, 2994, 3348, 3607, 3785, 3901, 3975, 4024, 4050, 4068, 4079, 4085,
+                 4089, 4092, 4093, 4094)
+
+
+class StreamError(ValueError):
+    """The coded stream ends early or has bytes left over."""
+
+
+def squash(d: int) -> int:
+    d = max(-2047, min(2047, d))
+    i = d // 128 + 16
+    w = d - 128 * (d // 128)
+    return (SQUASH_POINTS[i] * (128 - w) + SQUASH_POINTS[i + 1] * w + 64) >> 7
+
+
+def _stretch_table() -> list[int]:
+    table = []
+    for q in range(4096):
+        table.append(next((d for d in range(-2047, 2048) if squash(d) >= q), 2047))
+    return table
+
+
+STRETCH = _stretch_table()
+
+
+class Model:
+    """An adaptive bit model: p (of a 1, 16 bits) and a count."""
+
+    __slots__ = ("p", "c")
+
+    def __init__(self) -> None:
+        self.p = 32768
+        self.c = 0
+
+    def adapt(self, bit: int) -> None:
+        rate = 131072 // (2 * self.c + 3)
+        if bit:
+            self.p += ((65536 - self.p) * rate) >> 16
+        else:
+            self.p -= (self.p * rate) >> 16
+        if self.c < 60:
+            self.c += 1
+
+
+class RangeDecoder:
+    def __init__(self, data: bytes) -> None:
+        if len(data) < 4:
+            raise StreamError("shorter than 4 bytes")
+        self.data = data
+        self.pos = 4
+        self.range = 0xFFFFFFFF
+        self.code = int.from_bytes(data[:4], "big")
+
+    def bit(self, p: int) -> int:
+        bound = (self.range * p) >> 16
+        if self.code < bound:
+            bit, self.range = 1, bound
+        else:
+            bit = 0
+            self.code -= bound
+            self.range -= bound
+        while self.range < 1 << 24:
+            if self.pos >= len(self.data):
+                raise StreamError("the stream ends early")
+            self.range = (self.range << 8) & 0xFFFFFFFF
+            self.code = ((self.code << 8) | self.data[self.pos]) & 0xFFFFFFFF
+            self.pos += 1
+        return bit
+
+
+def decode_context(payload: bytes, width: int, height: int, k: int) -> list[int]:
+    """Decode a context payload to width*height labels (spec 5.2), raising StreamError as the spec rejects."""
+    n = width * height
+    if k == 1:
+        if payload:
+            raise StreamError("k = 1 payload is not empty")
+        return [0] * n
+    b = (k - 1).bit_length()
+    shift = max(0, b - 8)
+    rc = RangeDecoder(payload)
+    same = [[Model() for _ in range(1024)] for _ in range(4)]
+    pairm = [dict() for _ in range(4)]
+    tree = [dict() for _ in range(4)]
+    deep: dict[int, Model] = {}
+    weights = [[16384] * 4 for _ in range(8)]
+
+    def get(table: dict, key) -> Model:
+        model = table.get(key)
+        if model is None:
+            model = table[key] = Model()
+        return model
+
+    def averaged(a: Model, c: Model) -> int:
+        bit = rc.bit((a.p + c.p + 1) >> 1)
+        a.adapt(bit)
+        c.adapt(bit)
+        return bit
+
+    def mixed(models: list[Model], w: list[int]) -> int:
+        s = [STRETCH[m.p >> 4] for m in models]
+        q = squash(sum(wi * si for wi, si in zip(w, s)) // 65536)
+        bit = rc.bit(min(max(q * 16, 32), 65504))
+        for m in models:
+            m.adapt(bit)
+        e = ((bit * 4096) - q) * 3
+        for i in range(4):
+            w[i] = min(max(w[i] + (s[i] * e) // 1024, -8388608), 8388608)
+        return bit
+
+    L = [0] * n
+    for y in range(height):
+        kind = 0
+        for x in range(width):
+            def at(xx: int, yy: int) -> int:
+                return L[yy * width + xx]
+
+            if y == 0:
+                W = at(x - 1, 0) if x >= 1 else 0
+                N = NW = NE = W
+                NN = N
+            else:
+                N = at(x, y - 1)
+                W = at(x - 1, y) if x >= 1 else N
+                NW = at(x - 1, y - 1) if x >= 1 else N
+                NE = at(x + 1, y - 1) if x + 1 < width else N
+                NN = at(x, y - 2) if y >= 2 else N
+            WW = at(x - 2, y) if x >= 2 else W
+            pattern = ((W == N) + 2 * (W == NW) + 4 * (N == NE) + 8 * (N == NW) + 16 * (W == WW)
+                       + 32 * (N == NN) + 64 * (NW == NE) + 128 * (W == NE) + 256 * kind)
+            pair = (W >> shift) * 256 + (N >> shift)
+            if averaged(same[0][pattern], get(pairm[0], pair)):
+                s = W
+            elif N != W and averaged(same[1][pattern], get(pairm[1], pair)):
+                s = N
+            elif NW not in (W, N) and averaged(same[2][pattern], get(pairm[2], pair)):
+                s = NW
+            elif NE not in (W, N, NW) and averaged(same[3][pattern], get(pairm[3], pair)):
+                s = NE
+            else:
+                node = 1
+                for d in range(b):
+                    rest = b - 1 - d
+                    if ((node * 2 + 1) << rest) - (1 << b) >= k:
+                        bit = 0
+                    elif d < 8:
+                        models = [get(tree[j], (v >> shift, node)) for j, v in enumerate((W, N, NW, NE))]
+                        bit = mixed(models, weights[d])
+                    else:
+                        model = get(deep, node)
+                        bit = rc.bit(model.p)
+                        model.adapt(bit)
+                    node = node * 2 + bit
+                s = node - (1 << b)
+            L[y * width + x] = s
+            kind = 0 if s == W else 1 if s == N else 2 if s in (NW, NE) else 3
+    if rc.pos != len(payload):
+        raise StreamError(f"{len(payload) - rc.pos} bytes left over")
+    return L

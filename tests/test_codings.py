@@ -1,0 +1,219 @@
+"""The compact codings (spec 5.1-5.2): round trips on real images, auto, corrupt payloads, bounded decoding."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import sys
+import zlib
+import lzma
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from kmcodec import api, codings
+from kmcodec.bitpack import label_bits, label_dtype
+from kmcodec.cli import main as cli_main
+from kmcodec.container import Header, build_file
+from kmcodec.errors import CodingError, KMQError, LabelError
+from kmcodec.image import KMQImage
+
+from conftest import skimage_image
+from context_reference import StreamError, decode_context
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+
+pytestmark = pytest.mark.skipif(codings._ctxcoder is None, reason="kmcodec._ctxcoder not built (python setup.py build_ext --inplace)")
+
+CODED = ("deflate", "lzma", "context")
+ALL = ("raw", *CODED)
+
+
+def labels_from_photo(pixels: np.ndarray, k: int) -> np.ndarray:
+    """Real-image labels for any k: the pixel's 24-bit colour (k > 256) or luma (k <= 256) scaled to 0..k-1."""
+    rgb = pixels[..., :3].astype(np.int64)
+    if k > 256:
+        key = (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
+        labels = (key * k) >> 24
+    else:
+        luma = (299 * rgb[..., 0] + 587 * rgb[..., 1] + 114 * rgb[..., 2]) // 1000
+        labels = (luma * k) >> 8
+    return labels.astype(label_dtype(label_bits(k)))
+
+
+def photo_image(pixels: np.ndarray, k: int, channels: int) -> KMQImage:
+    rng = np.random.default_rng(k)
+    palette = rng.integers(0, 256, (k, channels), dtype=np.uint8)
+    return KMQImage(palette, labels_from_photo(pixels, k))
+
+
+def coded_file(header: Header, palette: bytes, payload: bytes) -> bytes:
+    """A file with these contents and correct CRCs (so only the payload can be wrong)."""
+    return build_file(dataclasses.replace(header, payload_length=len(payload)), palette, payload)
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 5, 9, 17, 64, 65, 256, 257, 1500, 4097, 20000, 65536])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_every_coding_round_trips_every_label_width(china: np.ndarray, k: int, channels: int) -> None:
+    crop = china[100:180, 200:330]
+    image = photo_image(crop, k, channels)
+    sizes = {}
+    for coding in ALL:
+        data = api.encode(image, coding=coding)
+        assert data[10] == codings.CODINGS_BY_NAME[coding].id
+        assert api.decode(data) == image
+        sizes[coding] = len(data)
+    auto = api.encode(image)
+    assert len(auto) == min(sizes.values())
+    assert api.decode(auto) == image
+
+
+@pytest.mark.parametrize("source", ["china", "flower", "astronaut", "coffee"])
+@pytest.mark.parametrize("k", [16, 3000])
+def test_full_size_photos_round_trip_and_context_is_smallest(source: str, k: int, china, flower) -> None:
+    pixels = {"china": china, "flower": flower}.get(source)
+    if pixels is None:
+        pixels = skimage_image(source)
+    image = photo_image(pixels, k, 3)
+    sizes = {}
+    for coding in ALL:
+        data = api.encode(image, coding=coding)
+        assert api.decode(data) == image
+        sizes[coding] = len(data)
+    assert sizes["context"] == min(sizes.values()), sizes
+
+
+def test_quantized_photo_auto_beats_png8_after_optimize(flower: np.ndarray) -> None:
+    image = api.quantize(flower, 16)
+    data = api.encode(image)
+    assert api.decode(data) == image
+    png = io.BytesIO()
+    image.to_pil_palette().save(png, format="PNG", optimize=True)
+    assert data[10] == codings.CONTEXT.id
+    assert len(data) < 0.7 * len(png.getvalue())
+
+
+@pytest.mark.parametrize("k, shape", [(2, (23, 31)), (16, (40, 37)), (64, (33, 50)), (256, (30, 41)),
+                                      (300, (21, 26)), (1000, (19, 23))])
+def test_reference_decoder_written_from_the_spec_agrees_with_the_kernel(china: np.ndarray, k: int, shape) -> None:
+    height, width = shape
+    labels = labels_from_photo(china[200 : 200 + height, 300 : 300 + width], k)
+    header = Header(width=width, height=height, channels=3, k=k, coding=3, payload_length=0)
+    payload = codings.CONTEXT.encode(labels.reshape(-1), header)
+    assert decode_context(payload, width, height, k) == labels.reshape(-1).tolist()
+    with pytest.raises(StreamError):
+        decode_context(payload[:-1], width, height, k)
+    with pytest.raises(StreamError):
+        decode_context(payload + b"\x00", width, height, k)
+
+
+@pytest.fixture(scope="module")
+def context_sample(china: np.ndarray) -> tuple[Header, bytes, bytes, np.ndarray]:
+    labels = labels_from_photo(china[50:90, 60:120], 64)
+    height, width = labels.shape
+    palette = np.random.default_rng(1).integers(0, 256, (64, 3), dtype=np.uint8).tobytes()
+    header = Header(width=width, height=height, channels=3, k=64, coding=3, payload_length=0)
+    return header, palette, codings.CONTEXT.encode(labels.reshape(-1), header), labels
+
+
+@settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_flipped_or_truncated_context_payloads_decode_or_raise_coding(context_sample, data) -> None:
+    header, palette, payload, labels = context_sample
+    damaged = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(damaged) - 1))
+        damaged[position] ^= 1 << data.draw(st.integers(0, 7))
+    cut = data.draw(st.integers(0, len(damaged)))
+    damaged = bytes(damaged[:cut])
+    try:
+        image = api.decode(coded_file(header, palette, damaged))
+    except KMQError as exc:
+        assert isinstance(exc, CodingError), exc
+    else:
+        assert image.labels.shape == labels.shape
+        assert int(image.labels.max()) < header.k
+
+
+@pytest.mark.parametrize("coding", CODED)
+def test_payload_that_expands_past_the_declared_labels_is_rejected_without_expanding(coding: str) -> None:
+    header = Header(width=10, height=10, channels=3, k=16, coding=codings.CODINGS_BY_NAME[coding].id, payload_length=0)
+    zeros = bytes(1 << 26)  # 64 MiB of labels for a 100-pixel image: decoding them all would take seconds
+    if coding == "deflate":
+        payload = zlib.compress(zeros, 1)
+    elif coding == "lzma":
+        payload = lzma.compress(zeros[: 1 << 24], format=lzma.FORMAT_XZ, preset=0)
+    else:
+        big = Header(width=4000, height=4000, channels=3, k=16, coding=3, payload_length=0)
+        payload = codings.CONTEXT.encode(np.zeros(16_000_000, dtype=np.uint8), big)
+    with pytest.raises(CodingError, match="more than|left over"):
+        api.decode(coded_file(header, bytes(48), payload))
+
+
+@pytest.mark.parametrize("coding", ["deflate", "lzma"])
+def test_standard_library_codings_reject_a_label_of_k(coding: str) -> None:
+    header = Header(width=8, height=4, channels=3, k=16, coding=codings.CODINGS_BY_NAME[coding].id, payload_length=0)
+    labels = bytearray(range(16)) * 2
+    labels[5] = 16
+    payload = zlib.compress(bytes(labels)) if coding == "deflate" else lzma.compress(bytes(labels))
+    with pytest.raises(LabelError):
+        api.decode(coded_file(header, bytes(48), payload))
+
+
+def test_missing_kernel_says_how_to_get_it(monkeypatch, context_sample) -> None:
+    header, palette, payload, _ = context_sample
+    monkeypatch.setattr(codings, "_ctxcoder", None)
+    with pytest.raises(CodingError, match="pip install"):
+        api.decode(coded_file(header, palette, payload))
+    image = KMQImage(np.zeros((2, 3), np.uint8) + [[0, 0, 0], [255, 255, 255]], np.eye(4, dtype=np.uint8))
+    assert api.decode(api.encode(image)) == image  # auto still works without the kernel
+
+
+def test_coded_conformance_vectors_decode_as_declared() -> None:
+    from coded_vectors import coded_vectors
+
+    vectors = coded_vectors()
+    names = [v["name"] for v in vectors]
+    assert len(names) == len(set(names))
+    for vector in vectors:
+        if "error" in vector:
+            with pytest.raises(KMQError) as caught:
+                api.decode(vector["data"])
+            assert caught.value.kind == vector["error"], vector["name"]
+        else:
+            image = api.decode(vector["data"])
+            assert (image.width, image.height, image.channels) == (vector["width"], vector["height"], vector["channels"])
+            assert image.to_array().tobytes() == vector["pixels"], vector["name"]
+
+
+def test_cli_coding_option_and_info(tmp_path: Path, china: np.ndarray, capsys) -> None:
+    china_path = tmp_path / "china-crop.png"
+    Image.fromarray(china[100:200, 100:250]).save(china_path)
+    out = tmp_path / "c.kmq"
+    assert cli_main(["encode", str(china_path), str(out), "-k", "8", "--coding", "deflate", "-q"]) == 0
+    assert out.read_bytes()[10] == codings.DEFLATE.id
+    assert cli_main(["info", str(out)]) == 0
+    assert "(deflate)" in capsys.readouterr().out
+    auto = tmp_path / "a.kmq"
+    assert cli_main(["encode", str(china_path), str(auto), "-k", "8", "-q"]) == 0
+    assert auto.read_bytes()[10] == codings.CONTEXT.id
+    assert api.read(auto) == api.read(out)
+    with pytest.raises(SystemExit) as usage:
+        cli_main(["encode", str(china_path), str(tmp_path / "x.kmq"), "-k", "8", "--coding", "zip"])
+    assert usage.value.code == 2
+
+
+def test_pillow_save_option_coding(flower: np.ndarray) -> None:
+    image = photo_image(flower, 32, 3)
+    picture = image.to_pil_palette()
+    for coding, coding_id in (("raw", 0), ("lzma", 2), (None, 3)):
+        buffer = io.BytesIO()
+        options = {} if coding is None else {"coding": coding}
+        picture.save(buffer, format="KMQ", **options)
+        assert buffer.getvalue()[10] == coding_id
+        reopened = Image.open(io.BytesIO(buffer.getvalue()))
+        assert np.array_equal(np.asarray(reopened), image.labels)

@@ -1,0 +1,246 @@
+"""Size and speed of the compact codings against the palette formats, on identical pixels.
+
+For every corpus image (tools/corpus.py) and k, ONE quantization gives a palette
+and labels; the same palette and labels are then stored as .kmq with every coding
+(raw, deflate, lzma, context, auto), as PNG-8 (Pillow, optimize), PNG-8 after
+oxipng (pyoxipng, level 6), GIF (Pillow) and WebP lossless (`cwebp -lossless -z 9
+-exact` on the PNG-8). It reports bytes and bits per pixel, median ratios over the
+corpus, then decode and encode timings (medians of several runs, taken under
+`flock /tmp/kmcodec-bench.lock` so peers' benchmarks do not overlap). Missing
+peers (cwebp, pyoxipng) are skipped with a note. Writes a Markdown report.
+
+    python tools/bench_size.py [--sizes all|small|4mp|large] [--k 16 64 256] [--out bench-out/codings.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import io
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tools"))
+
+from corpus import load_corpus  # noqa: E402
+
+from kmcodec import api  # noqa: E402
+from kmcodec.image import KMQImage  # noqa: E402
+
+CODINGS = ("raw", "deflate", "lzma", "context", "auto")
+LOCK = Path("/tmp/kmcodec-bench.lock")
+
+
+def note(message: str) -> None:
+    print(f"bench_size: {message}", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def bench_lock():
+    """Hold /tmp/kmcodec-bench.lock while timing, as `flock` does, so timed runs never overlap."""
+    with LOCK.open("w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def median_time(function, runs: int) -> float:
+    """Median wall time of `runs` calls, in seconds."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def quantized(path: Path, k: int, cache: Path) -> tuple[KMQImage, float]:
+    """One quantization per (image, k), cached as .npz; returns the image and the quantization time."""
+    stored = cache / f"{path.stem}-k{k}.npz"
+    if stored.exists():
+        data = np.load(stored)
+        return KMQImage(data["palette"], data["labels"]), float(data["seconds"])
+    started = time.perf_counter()
+    image = api.quantize(path, k)
+    seconds = time.perf_counter() - started
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(stored, palette=image.palette, labels=image.labels, seconds=seconds)
+    return image, seconds
+
+
+def png8(image: KMQImage) -> bytes:
+    """PNG-8 of the same palette and labels (Pillow, optimize=True); alpha goes to tRNS."""
+    out = io.BytesIO()
+    picture = image.to_pil_palette()
+    options = {"optimize": True}
+    if image.channels == 4:
+        options["transparency"] = image.palette[:, 3].tobytes()
+    picture.save(out, format="PNG", **options)
+    return out.getvalue()
+
+
+def gif(image: KMQImage) -> bytes | None:
+    """GIF of the same labels (k <= 256, RGB only: GIF has one transparent index at most)."""
+    if image.channels == 4:
+        return None
+    out = io.BytesIO()
+    image.to_pil_palette().save(out, format="GIF", optimize=False)
+    return out.getvalue()
+
+
+def oxipng_bytes(png: bytes) -> bytes | None:
+    try:
+        import oxipng
+    except ImportError:
+        return None
+    return oxipng.optimize_from_memory(png, level=6)
+
+
+def webp_lossless(png: bytes, workdir: Path) -> bytes | None:
+    if shutil.which("cwebp") is None:
+        return None
+    source, target = workdir / "in.png", workdir / "out.webp"
+    source.write_bytes(png)
+    subprocess.run(["cwebp", "-quiet", "-lossless", "-z", "9", "-exact", str(source), "-o", str(target)], check=True)
+    return target.read_bytes()
+
+
+def measure_sizes(images, ks, cache: Path) -> list[dict]:
+    """Bytes of every container for every (image, k)."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for corpus_image in images:
+            for k in ks:
+                image, quantize_seconds = quantized(corpus_image.path, k, cache)
+                row = {"image": corpus_image.name, "k": k, "k_used": image.k, "pixels": image.width * image.height,
+                       "quantize_s": quantize_seconds}
+                for coding in CODINGS:
+                    row[coding] = len(api.encode(image, coding=coding))
+                png = png8(image)
+                row["png8"] = len(png)
+                for name, data in (("oxipng", oxipng_bytes(png)), ("gif", gif(image)),
+                                   ("webp", webp_lossless(png, Path(tmp)))):
+                    row[name] = len(data) if data is not None else None
+                rows.append(row)
+                note(f"{corpus_image.name} k={k}: auto {row['auto']:,} B, webp {row['webp']}, oxipng {row['oxipng']}")
+    return rows
+
+
+def measure_speed(images, k: int, cache: Path, runs: int) -> list[dict]:
+    """Decode times per coding and Pillow's WebP decode of the same pixels, and the encode overhead per coding."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for corpus_image in images:
+            image, quantize_seconds = quantized(corpus_image.path, k, cache)
+            files = {coding: api.encode(image, coding=coding) for coding in CODINGS[:-1]}
+            webp = webp_lossless(png8(image), Path(tmp))
+            row = {"image": corpus_image.name, "k": image.k, "megapixels": image.width * image.height / 1e6,
+                   "quantize_s": quantize_seconds}
+            with bench_lock():
+                for coding, data in files.items():
+                    row[f"decode_{coding}"] = median_time(lambda: api.decode(data), runs)
+                row["decode_context_rgb"] = median_time(lambda: api.decode(files["context"]).to_array(), runs)
+                if webp is not None:
+                    def pillow_webp() -> None:
+                        with Image.open(io.BytesIO(webp)) as picture:
+                            picture.load()
+                    row["decode_webp"] = median_time(pillow_webp, runs)
+                for coding in CODINGS:
+                    row[f"encode_{coding}"] = median_time(lambda: api.encode(image, coding=coding), max(1, runs // 2))
+            rows.append(row)
+            note(f"{corpus_image.name}: context decode {row['decode_context'] * 1e3:.0f} ms, "
+                 f"webp {row.get('decode_webp', float('nan')) * 1e3:.0f} ms")
+    return rows
+
+
+def ratio(row: dict, a: str, b: str) -> float | None:
+    return row[a] / row[b] if row.get(a) and row.get(b) else None
+
+
+def median_of(values) -> str:
+    values = [v for v in values if v is not None]
+    return f"{statistics.median(values):.3f}" if values else "n/a"
+
+
+def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
+    """The Markdown report: size table, median ratios, speed table."""
+    columns = ["raw", "deflate", "lzma", "context", "auto", "png8", "oxipng", "gif", "webp"]
+    lines = ["### Sizes (bytes, and bits per pixel of the whole file)", "",
+             "| image | k | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+    for row in size_rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            cells.append("n/a" if value is None else f"{value:,} ({8 * value / row['pixels']:.2f})")
+        lines.append(f"| {row['image']} | {row['k_used']} | " + " | ".join(cells) + " |")
+    lines += ["", "### Median ratios over the corpus (auto .kmq ÷ peer; lower is better)", "",
+              "| k | ÷ WebP lossless | ÷ PNG-8 oxipng | ÷ PNG-8 | ÷ GIF | context ÷ LZMA | worst ÷ oxipng |",
+              "|---:|---:|---:|---:|---:|---:|---:|"]
+    for k in list(ks) + ["all"]:
+        rows = size_rows if k == "all" else [r for r in size_rows if r["k"] == k]
+        worst = [ratio(r, "auto", "oxipng") for r in rows]
+        worst = [w for w in worst if w is not None]
+        worst_text = f"{max(worst):.3f}" if worst else "n/a"
+        lines.append(
+            f"| {k} | {median_of(ratio(r, 'auto', 'webp') for r in rows)} | "
+            f"{median_of(ratio(r, 'auto', 'oxipng') for r in rows)} | {median_of(ratio(r, 'auto', 'png8') for r in rows)} | "
+            f"{median_of(ratio(r, 'auto', 'gif') for r in rows)} | {median_of(ratio(r, 'context', 'lzma') for r in rows)} | "
+            f"{worst_text} |"
+        )
+    if speed_rows:
+        lines += ["", "### Speed (medians of several runs, wall time, ms)", "",
+                  "| image | MP | k | context decode | + to RGB | Pillow WebP decode | ÷ WebP | raw decode | deflate | lzma "
+                  "| quantize | encode raw | deflate | lzma | context | auto |",
+                  "|---|---:|---:|" + "---:|" * 13]
+        for row in speed_rows:
+            webp = row.get("decode_webp")
+            lines.append(
+                f"| {row['image']} | {row['megapixels']:.1f} | {row['k']} | {row['decode_context'] * 1e3:.0f} | "
+                f"{row['decode_context_rgb'] * 1e3:.0f} | {webp * 1e3 if webp else float('nan'):.0f} | "
+                f"{row['decode_context'] / webp if webp else float('nan'):.2f} | {row['decode_raw'] * 1e3:.0f} | "
+                f"{row['decode_deflate'] * 1e3:.0f} | {row['decode_lzma'] * 1e3:.0f} | {row['quantize_s'] * 1e3:.0f} | "
+                + " | ".join(f"{row[f'encode_{c}'] * 1e3:.0f}" for c in CODINGS) + " |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="all", choices=("all", "small", "4mp", "large"))
+    parser.add_argument("--k", dest="ks", type=int, nargs="+", default=[16, 64, 256])
+    parser.add_argument("--speed-k", type=int, default=64, help="k of the timing runs (on the 4 MP images)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement (the median is reported)")
+    parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "codings.md")
+    parser.add_argument("--cache", type=Path, default=ROOT / "bench-out" / "quantized")
+    args = parser.parse_args(argv)
+    if shutil.which("cwebp") is None:
+        note("cwebp missing: WebP lossless column skipped (apt-get install webp)")
+    images = load_corpus(sizes=args.sizes)
+    size_rows = measure_sizes(images, args.ks, args.cache)
+    speed_rows = []
+    if not args.no_speed:
+        timing_images = [i for i in images if i.name.endswith("-4mp")] or images[:2]
+        speed_rows = measure_speed(timing_images, args.speed_k, args.cache, args.runs)
+    text = report(size_rows, speed_rows, args.ks)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
