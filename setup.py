@@ -7,6 +7,6 @@ setup(
         # Quantizer and raw-decoder inner loops; kmcodec/fastpath.py falls back to numpy without it.
         Extension("kmcodec._fastpath", ["kmcodec/_fastpath.c"], extra_compile_args=["-O3"], optional=True),
         # The context coding's range coder; without it that coding raises CodingError and auto skips it.
-        Extension("kmcodec._ctxcoder", sources=["kmcodec/_ctxcoder.c"], extra_compile_args=["-O2"], optional=True),
+        Extension("kmcodec._ctxcoder", sources=["kmcodec/_ctxcoder.c"], extra_compile_args=["-O3"], optional=True),
     ]
 )

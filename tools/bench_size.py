@@ -10,6 +10,7 @@ corpus, then decode and encode timings (medians of several runs, taken under
 peers (cwebp, pyoxipng) are skipped with a note. Writes a Markdown report.
 
     python tools/bench_size.py [--sizes all|small|4mp|large] [--k 16 64 256] [--out bench-out/codings.md]
+    python tools/bench_size.py --from-json bench-out/a.json bench-out/b.json   # one report from several runs
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import io
+import json
 import shutil
 import statistics
 import subprocess
@@ -178,7 +180,7 @@ def median_of(values) -> str:
 def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
     """The Markdown report: size table, median ratios, speed table."""
     columns = ["raw", "deflate", "lzma", "context", "auto", "png8", "oxipng", "gif", "webp"]
-    lines = ["### Sizes (bytes, and bits per pixel of the whole file)", "",
+    lines = [] if not size_rows else ["### Sizes (bytes, and bits per pixel of the whole file)", "",
              "| image | k | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
     for row in size_rows:
         cells = []
@@ -186,20 +188,21 @@ def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
             value = row.get(column)
             cells.append("n/a" if value is None else f"{value:,} ({8 * value / row['pixels']:.2f})")
         lines.append(f"| {row['image']} | {row['k_used']} | " + " | ".join(cells) + " |")
-    lines += ["", "### Median ratios over the corpus (auto .kmq ÷ peer; lower is better)", "",
-              "| k | ÷ WebP lossless | ÷ PNG-8 oxipng | ÷ PNG-8 | ÷ GIF | context ÷ LZMA | worst ÷ oxipng |",
-              "|---:|---:|---:|---:|---:|---:|---:|"]
-    for k in list(ks) + ["all"]:
-        rows = size_rows if k == "all" else [r for r in size_rows if r["k"] == k]
-        worst = [ratio(r, "auto", "oxipng") for r in rows]
-        worst = [w for w in worst if w is not None]
-        worst_text = f"{max(worst):.3f}" if worst else "n/a"
-        lines.append(
-            f"| {k} | {median_of(ratio(r, 'auto', 'webp') for r in rows)} | "
-            f"{median_of(ratio(r, 'auto', 'oxipng') for r in rows)} | {median_of(ratio(r, 'auto', 'png8') for r in rows)} | "
-            f"{median_of(ratio(r, 'auto', 'gif') for r in rows)} | {median_of(ratio(r, 'context', 'lzma') for r in rows)} | "
-            f"{worst_text} |"
-        )
+    if size_rows:
+        lines += ["", "### Median ratios over the corpus (auto .kmq ÷ peer; lower is better)", "",
+                  "| k | ÷ WebP lossless | ÷ PNG-8 oxipng | ÷ PNG-8 | ÷ GIF | context ÷ LZMA | worst ÷ oxipng |",
+                  "|---:|---:|---:|---:|---:|---:|---:|"]
+        for k in list(ks) + ["all"]:
+            rows = size_rows if k == "all" else [r for r in size_rows if r["k"] == k]
+            worst = [ratio(r, "auto", "oxipng") for r in rows]
+            worst = [w for w in worst if w is not None]
+            worst_text = f"{max(worst):.3f}" if worst else "n/a"
+            lines.append(
+                f"| {k} | {median_of(ratio(r, 'auto', 'webp') for r in rows)} | "
+                f"{median_of(ratio(r, 'auto', 'oxipng') for r in rows)} | {median_of(ratio(r, 'auto', 'png8') for r in rows)} | "
+                f"{median_of(ratio(r, 'auto', 'gif') for r in rows)} | {median_of(ratio(r, 'context', 'lzma') for r in rows)} | "
+                f"{worst_text} |"
+            )
     if speed_rows:
         lines += ["", "### Speed (medians of several runs, wall time, ms)", "",
                   "| image | MP | k | context decode | + to RGB | Pillow WebP decode | ÷ WebP | raw decode | deflate | lzma "
@@ -223,14 +226,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--k", dest="ks", type=int, nargs="+", default=[16, 64, 256])
     parser.add_argument("--speed-k", type=int, default=64, help="k of the timing runs (on the 4 MP images)")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per measurement (the median is reported)")
-    parser.add_argument("--no-speed", action="store_true")
+    parser.add_argument("--no-speed", action="store_true", help="sizes only")
+    parser.add_argument("--speed-only", action="store_true", help="timings only")
+    parser.add_argument("--from-json", type=Path, nargs="+", help="only report: merge rows saved by earlier runs")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out" / "codings.md")
     parser.add_argument("--cache", type=Path, default=ROOT / "bench-out" / "quantized")
     args = parser.parse_args(argv)
+    if args.from_json:
+        size_rows, speed_rows = [], []
+        for path in args.from_json:
+            saved = json.loads(path.read_text())
+            size_rows += saved["sizes"]
+            speed_rows += saved["speed"]
+        text = report(size_rows, speed_rows, args.ks)
+        args.out.write_text(text)
+        print(text)
+        return 0
     if shutil.which("cwebp") is None:
         note("cwebp missing: WebP lossless column skipped (apt-get install webp)")
     images = load_corpus(sizes=args.sizes)
-    size_rows = measure_sizes(images, args.ks, args.cache)
+    size_rows = [] if args.speed_only else measure_sizes(images, args.ks, args.cache)
     speed_rows = []
     if not args.no_speed:
         timing_images = [i for i in images if i.name.endswith("-4mp")] or images[:2]
@@ -238,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     text = report(size_rows, speed_rows, args.ks)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
+    args.out.with_suffix(".json").write_text(json.dumps({"sizes": size_rows, "speed": speed_rows}, indent=1))
     print(text)
     return 0
 
