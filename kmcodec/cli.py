@@ -550,7 +550,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for k in args.ks:
         started = time.perf_counter()
         image = api.quantize(pixels, k)
-        data = api.encode(image)
+        data = api.encode(image, coding="raw")  # the storage argument of the bit-packed labels
         elapsed = time.perf_counter() - started
         decoded = api.decode(data).to_array()
         mse = float(np.mean((decoded.astype(np.float64) - pixels) ** 2))

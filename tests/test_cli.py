@@ -47,11 +47,11 @@ def assert_one_line_error(stderr: str, *fragments: str) -> None:
 
 def test_encode_decode_round_trip(photo: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "x.kmq"
-    code, stdout, _ = run_cli(capsys, "encode", str(photo), str(out), "-k", "8")
+    code, stdout, _ = run_cli(capsys, "encode", str(photo), str(out), "-k", "8", "--coding", "raw")
     assert code == 0
-    assert "k=8" in stdout and "3 bits/pixel" in stdout
+    assert "k=8" in stdout and "3 bits/label, coding raw" in stdout
     assert out.stat().st_size == 40 + 8 * 3 + (160 * 107 * 3 + 7) // 8
-    assert out.read_bytes() == kmcodec.encode(photo, 8)  # the CLI's default seed is the API's
+    assert out.read_bytes() == kmcodec.encode(photo, 8, coding="raw")  # the CLI's default seed is the API's
     png = tmp_path / "x.png"
     assert run_cli(capsys, "decode", str(out), str(png))[0] == 0
     with Image.open(png) as decoded:
@@ -149,7 +149,7 @@ def test_decode_refuses_alpha_into_jpeg_and_unknown_extension(tmp_path: Path, ca
 
 def test_info_text_and_json(photo: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "x.kmq"
-    assert run_cli(capsys, "encode", str(photo), str(out), "-k", "5", "-q")[0] == 0
+    assert run_cli(capsys, "encode", str(photo), str(out), "-k", "5", "-q", "--coding", "raw")[0] == 0
     size = out.stat().st_size
     code, stdout, _ = run_cli(capsys, "info", str(out), "--source", str(photo))
     assert code == 0

@@ -70,7 +70,7 @@ def test_round_trip_for_every_label_width(bits: int, channels: int, china_colour
     pixels = image_with_colours(china_colours[:: china_colours.shape[0] // distinct][:distinct], channels)
     image = kmcodec.quantize(pixels, 2**bits)
     assert (image.k, image.label_bits, image.channels) == (distinct, bits, channels)
-    data = kmcodec.encode(image)
+    data = kmcodec.encode(image, coding="raw")
     assert len(data) == expected_size(distinct, channels, image.width, image.height)
     decoded = kmcodec.decode(data)
     assert decoded == image
@@ -86,11 +86,11 @@ def test_round_trip_of_given_palette_and_labels(k: int, channels: int, china: np
         palette = np.concatenate([palette, (np.arange(k) % 256).astype(np.uint8)[:, None]], axis=1)
     labels = (china[:37, :41, 0].astype(np.int64) * 257 + china[:37, :41, 1]) % k
     image = KMQImage(palette, labels)
-    data = kmcodec.encode(image)
+    data = kmcodec.encode(image, coding="raw")
     assert len(data) == expected_size(k, channels, 41, 37)
     assert kmcodec.decode(data) == image
     buffer = io.BytesIO()
-    assert kmcodec.write(buffer, image) == len(data)
+    assert kmcodec.write(buffer, image, coding="raw") == len(data)
     assert kmcodec.read(io.BytesIO(buffer.getvalue())) == image
 
 
@@ -99,7 +99,7 @@ def test_encoded_size_is_exactly_the_formula_on_real_images(name: str, k: int, q
     pixels, image = quantized[(name, k)]
     assert image.k == k  # these photos have far more than k colours
     assert image.channels == (4 if pixels.shape[2] == 4 and (pixels[:, :, 3] < 255).any() else 3)
-    data = kmcodec.encode(image)
+    data = kmcodec.encode(image, coding="raw")
     assert len(data) == expected_size(k, image.channels, pixels.shape[1], pixels.shape[0])
     header = kmcodec.read_header(data)
     assert (header.width, header.height, header.k, header.label_bits) == (pixels.shape[1], pixels.shape[0], k, image.label_bits)
@@ -148,7 +148,7 @@ def test_fewer_distinct_colours_than_k_stores_exactly_those_colours(china_colour
     assert image.k == 10
     assert {tuple(c) for c in image.palette.tolist()} == {tuple(c) for c in colours.tolist()}
     assert np.array_equal(image.to_array(), pixels)
-    assert len(kmcodec.encode(image)) == expected_size(10, 3, pixels.shape[1], pixels.shape[0])
+    assert len(kmcodec.encode(image, coding="raw")) == expected_size(10, 3, pixels.shape[1], pixels.shape[0])
 
 
 def test_a_one_colour_image_takes_zero_bits_per_pixel() -> None:

@@ -28,7 +28,7 @@ def crop(china: np.ndarray) -> Image.Image:
 def round_trip(source, *, k: int = LOSSLESS_K) -> np.ndarray:
     """quantize -> encode -> decode, returning the decoded pixels (and checking the file's size formula)."""
     image = kmcodec.quantize(source, k)
-    data = kmcodec.encode(image)
+    data = kmcodec.encode(image, coding="raw")
     bits = (image.k - 1).bit_length()
     assert len(data) == 40 + image.k * image.channels + (image.width * image.height * bits + 7) // 8
     decoded = kmcodec.decode(data)

@@ -55,7 +55,7 @@ def test_more_than_256_colours_open_as_rgb_or_rgba(vector: str, mode: str) -> No
 
 def test_save_with_colors_quantizes(crop: Image.Image, tmp_path: Path) -> None:
     path = tmp_path / "crop.kmq"
-    crop.save(path, colors=16)
+    crop.save(path, colors=16, coding="raw")
     image = kmcodec.read(path)
     assert (image.width, image.height, image.k, image.channels) == (120, 80, 16, 3)
     assert path.stat().st_size == 40 + 16 * 3 + 120 * 80 * 4 // 8
