@@ -170,21 +170,31 @@ def coding_for_id(coding_id: int) -> Coding:
 AUTO = "auto"
 #: Names accepted by encoders: every coding, and auto.
 CODING_CHOICES = (*CODINGS_BY_NAME, AUTO)
-#: auto tries lzma only when deflate is within this factor of context (LZMA has not beaten
-#: deflate by more than this on the benchmark corpus, and it costs seconds per 4 MP image).
-LZMA_WORTH_TRYING = 2.0
+#: auto codes with deflate and lzma only when a quick deflate (level 1) of the labels is within this
+#: factor of the context payload: LZMA has never been below half of that probe on the benchmark corpus,
+#: and deflate 9 plus LZMA cost seconds on a 4 MP image where the probe costs tens of milliseconds.
+STDLIB_WORTH_TRYING = 2.0
 
 
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
-    """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both."""
+    """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both.
+
+    auto always tries raw and context; deflate and lzma too when the context kernel is
+    missing or when a level-1 deflate probe comes within STDLIB_WORTH_TRYING of context.
+    Ties go to the lower coding id.
+    """
     if coding != AUTO:
         chosen = coding_for_name(coding)
         return chosen, chosen.encode(labels, header)
-    candidates = [(RAW, RAW.encode(labels, header)), (DEFLATE, DEFLATE.encode(labels, header))]
-    if _ctxcoder is not None:
-        candidates.append((CONTEXT, CONTEXT.encode(labels, header)))
-    if _ctxcoder is None or len(candidates[1][1]) < LZMA_WORTH_TRYING * len(candidates[2][1]):
-        candidates.append((LZMA, LZMA.encode(labels, header)))
+    candidates = [(RAW, RAW.encode(labels, header))]
+    try_stdlib = _ctxcoder is None
+    if not try_stdlib:
+        context = CONTEXT.encode(labels, header)
+        candidates.append((CONTEXT, context))
+        probe = len(zlib.compress(label_bytes(labels, header.label_bits), 1))
+        try_stdlib = probe < STDLIB_WORTH_TRYING * len(context)
+    if try_stdlib:
+        candidates += [(DEFLATE, DEFLATE.encode(labels, header)), (LZMA, LZMA.encode(labels, header))]
     return min(candidates, key=lambda pair: (len(pair[1]), pair[0].id))
 
 
