@@ -139,8 +139,18 @@ def _context_encode(labels: np.ndarray, header: Header) -> bytes:
     return _context_kernel().encode(flat, header.width, header.height, header.k)
 
 
+#: Every context-coded label costs at least 0.0013 bits (no model probability exceeds 65475/65536),
+#: so a valid payload has at least n / 5970 bytes; shorter ones are rejected before the labels are allocated.
+CONTEXT_MIN_PIXELS_PER_BYTE = 16384
+
+
 def _context_decode(payload: bytes, header: Header) -> np.ndarray:
     kernel = _context_kernel()
+    if header.k > 1 and len(payload) < header.pixel_count // CONTEXT_MIN_PIXELS_PER_BYTE:
+        raise CodingError(
+            f"payload: a context stream of {len(payload)} bytes cannot hold {header.pixel_count} labels "
+            f"(at least 1 byte per {CONTEXT_MIN_PIXELS_PER_BYTE} labels)"
+        )
     out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
     try:
         kernel.decode(payload, header.width, header.height, header.k, out)

@@ -217,3 +217,13 @@ def test_pillow_save_option_coding(flower: np.ndarray) -> None:
         assert buffer.getvalue()[10] == coding_id
         reopened = Image.open(io.BytesIO(buffer.getvalue()))
         assert np.array_equal(np.asarray(reopened), image.labels)
+
+
+def test_context_payload_too_short_for_the_declared_pixels_is_rejected_before_allocating() -> None:
+    header = Header(width=40000, height=4000, channels=3, k=16, coding=3, payload_length=0)
+    with pytest.raises(CodingError, match="cannot hold"):
+        api.decode(coded_file(header, bytes(48), b"\x00" * 64), max_pixels=1 << 28)
+    flat = Header(width=4000, height=4000, channels=3, k=16, coding=3, payload_length=0)
+    cheapest = codings.CONTEXT.encode(np.zeros(16_000_000, dtype=np.uint8), flat)  # one colour: the cheapest stream
+    assert len(cheapest) >= flat.pixel_count // codings.CONTEXT_MIN_PIXELS_PER_BYTE
+    assert int(api.decode(coded_file(flat, bytes(48), cheapest)).labels.max()) == 0
