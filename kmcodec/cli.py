@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("-k", "--colors", dest="ks", type=_k_value, nargs="+", default=[4, 8, 16, 64, 256])
     compare.add_argument("-o", "--output", type=Path, required=True, help="report file: .html (self-contained) or .png")
     compare.add_argument("--seed", type=_seed_value, default=0, help="random seed")
-    compare.add_argument("--coding", choices=sorted(CODINGS_BY_NAME), default=api.DEFAULT_CODING, help="label coding")
+    compare.add_argument("--coding", choices=CODING_CHOICES, default=api.DEFAULT_CODING, help="label coding")
     compare.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
     compare.add_argument("--preview", type=_positive_int, default=640, help="longest side of the pictures (pixels)")
     compare.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
