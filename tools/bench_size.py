@@ -5,8 +5,8 @@ and labels; the same palette and labels are then stored as .kmq with every codin
 (raw, deflate, lzma, context, auto), as PNG-8 (Pillow, optimize), PNG-8 after
 oxipng (pyoxipng, level 6), GIF (Pillow) and WebP lossless (`cwebp -lossless -z 9
 -exact` on the PNG-8). It reports bytes and bits per pixel, median ratios over the
-corpus, then decode and encode timings (medians of several runs, taken under
-`flock /tmp/kmcodec-bench.lock` so peers' benchmarks do not overlap). Missing
+corpus, then decode and encode timings (medians of several runs; run the tool under
+`flock /tmp/kmcodec-bench.lock` so other benchmarks on the machine do not overlap). Missing
 peers (cwebp, pyoxipng) are skipped with a note. Writes a Markdown report.
 
     python tools/bench_size.py [--sizes all|small|4mp|large] [--k 16 64 256] [--out bench-out/codings.md]
@@ -16,7 +16,6 @@ peers (cwebp, pyoxipng) are skipped with a note. Writes a Markdown report.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import io
 import json
 import shutil
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -41,22 +39,10 @@ from kmcodec import api  # noqa: E402
 from kmcodec.image import KMQImage  # noqa: E402
 
 CODINGS = ("raw", "deflate", "lzma", "context", "auto")
-LOCK = Path("/tmp/kmcodec-bench.lock")
 
 
 def note(message: str) -> None:
     print(f"bench_size: {message}", file=sys.stderr, flush=True)
-
-
-@contextmanager
-def bench_lock():
-    """Hold /tmp/kmcodec-bench.lock while timing, as `flock` does, so timed runs never overlap."""
-    with LOCK.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def median_time(function, runs: int) -> float:
@@ -151,17 +137,16 @@ def measure_speed(images, k: int, cache: Path, runs: int) -> list[dict]:
             webp = webp_lossless(png8(image), Path(tmp))
             row = {"image": corpus_image.name, "k": image.k, "megapixels": image.width * image.height / 1e6,
                    "quantize_s": quantize_seconds}
-            with bench_lock():
-                for coding, data in files.items():
-                    row[f"decode_{coding}"] = median_time(lambda: api.decode(data), runs)
-                row["decode_context_rgb"] = median_time(lambda: api.decode(files["context"]).to_array(), runs)
-                if webp is not None:
-                    def pillow_webp() -> None:
-                        with Image.open(io.BytesIO(webp)) as picture:
-                            picture.load()
-                    row["decode_webp"] = median_time(pillow_webp, runs)
-                for coding in CODINGS:
-                    row[f"encode_{coding}"] = median_time(lambda: api.encode(image, coding=coding), max(1, runs // 2))
+            for coding, data in files.items():
+                row[f"decode_{coding}"] = median_time(lambda: api.decode(data), runs)
+            row["decode_context_rgb"] = median_time(lambda: api.decode(files["context"]).to_array(), runs)
+            if webp is not None:
+                def pillow_webp() -> None:
+                    with Image.open(io.BytesIO(webp)) as picture:
+                        picture.load()
+                row["decode_webp"] = median_time(pillow_webp, runs)
+            for coding in CODINGS:
+                row[f"encode_{coding}"] = median_time(lambda: api.encode(image, coding=coding), max(1, runs // 2))
             rows.append(row)
             note(f"{corpus_image.name}: context decode {row['decode_context'] * 1e3:.0f} ms, "
                  f"webp {row.get('decode_webp', float('nan')) * 1e3:.0f} ms")
