@@ -313,7 +313,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raw = image.width * image.height * image.channels
         print(
             f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}, k={image.k}, "
-            f"{image.label_bits} bits/label, coding {CODINGS[data[10]].name}, {len(data):,} bytes "
+            f"{image.label_bits} bits/pixel raw, coding {CODINGS[data[10]].name}, {len(data):,} bytes "
             f"({len(data) / raw:.3f}x {8 * image.channels}-bit raw, "
             f"{len(data) / args.input.stat().st_size:.3f}x input), {elapsed:.2f} s"
         )

@@ -49,7 +49,7 @@ def test_encode_decode_round_trip(photo: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "x.kmq"
     code, stdout, _ = run_cli(capsys, "encode", str(photo), str(out), "-k", "8", "--coding", "raw")
     assert code == 0
-    assert "k=8" in stdout and "3 bits/label, coding raw" in stdout
+    assert "k=8" in stdout and "3 bits/pixel raw, coding raw" in stdout
     assert out.stat().st_size == 40 + 8 * 3 + (160 * 107 * 3 + 7) // 8
     assert out.read_bytes() == kmcodec.encode(photo, 8, coding="raw")  # the CLI's default seed is the API's
     png = tmp_path / "x.png"
