@@ -231,6 +231,34 @@ def select(manifest: Mapping[str, Mapping], patterns: Sequence[str]) -> dict[str
     return {n: e for n, e in manifest.items() if not patterns or any(fnmatch.fnmatch(n, p) for p in patterns)}
 
 
+SIGNATURE = b"\x89KMQ\r\n\x1a\n"
+
+
+def vector_coding(path: Path) -> int | None:
+    """The coding byte of a vector whose signature and version are intact, else None (it tests the container)."""
+    head = path.read_bytes()[:11]
+    if len(head) < 11 or head[:8] != SIGNATURE or head[8] != 1:
+        return None
+    return head[10]
+
+
+def select_codings(manifest: Mapping[str, Mapping], vectors: Path, codings: Sequence[int]) -> dict[str, Mapping]:
+    """Drop the vectors of the codings a decoder does not implement (those it must reject as unknown stay:
+    a coding byte outside every defined coding is still in the suite)."""
+    if not codings:
+        return dict(manifest)
+    kept = {}
+    for name, entry in manifest.items():
+        coding = vector_coding(vectors / name)
+        if coding is None or coding in codings or coding not in DEFINED_CODINGS:
+            kept[name] = entry
+    return kept
+
+
+#: The codings spec/kmq.md defines; a vector with any other coding byte tests rejection of unknown codings.
+DEFINED_CODINGS = (0, 1, 2, 3)
+
+
 def main(argv: Sequence[str] | None = None, stream: TextIO = sys.stdout) -> int:
     """Parse arguments, run the chosen decoder over the vectors, print the table; 0 if all pass, else 1."""
     parser = argparse.ArgumentParser(description="Run a .kmq decoder against the conformance vectors.")
@@ -244,10 +272,14 @@ def main(argv: Sequence[str] | None = None, stream: TextIO = sys.stdout) -> int:
     parser.add_argument("--vectors", type=Path, default=VECTORS_DIR, help="vector directory (default spec/vectors)")
     parser.add_argument("--select", action="append", default=[], metavar="GLOB", help="only vectors matching (repeatable)")
     parser.add_argument("--failures-only", action="store_true", help="list only the failing vectors")
+    parser.add_argument(
+        "--codings", type=int, nargs="+", default=[], metavar="ID",
+        help="a decoder that implements only these codings (e.g. --codings 0) skips the other codings' vectors",
+    )
     args = parser.parse_args(argv)
     if (args.python or args.in_process) and args.output_format != "png":
         parser.error("--output-format applies to --decoder only")
-    manifest = select(load_manifest(args.vectors), args.select)
+    manifest = select_codings(select(load_manifest(args.vectors), args.select), args.vectors, args.codings)
     if not manifest:
         parser.error("no vector matches --select")
     if args.python:

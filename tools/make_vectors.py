@@ -635,6 +635,7 @@ FAMILIES: list[Callable[[], Sequence[Vector | Mapping[str, object]]]] = [
     valid_vectors,
     corrupt_vectors,
     external("found_vectors", "found_vectors"),
+    external("coded_vectors", "coded_vectors"),
 ]
 
 
