@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,44 +36,27 @@ class CommandError(Exception):
     """A failure the CLI reports as one line and exit code 1."""
 
 
-def _k_value(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"k must be an integer, got {text!r}") from None
-    if not 1 <= value <= 65536:
-        raise argparse.ArgumentTypeError(f"k must be 1 to 65536, got {value}")
-    return value
+def _ranged(convert: Callable[[str], float], what: str, low: float, high: float, describe: str) -> Callable[[str], float]:
+    """An argparse type: `convert` the text and require low <= value <= high, else a usage error saying `describe`."""
+
+    def parse(text: str) -> float:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be {describe}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{what} must be {describe}, got {value:g}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
-def _seed_value(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"seed must be 0 to 4294967295, got {value}")
-    return value
-
-
-def _psnr_value(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"PSNR must be a number of dB, got {text!r}") from None
-    if not 0 < value < 200:
-        raise argparse.ArgumentTypeError(f"PSNR must be between 0 and 200 dB, got {value:g}")
-    return value
+_k_value = _ranged(int, "k", 1, 65536, "an integer 1 to 65536")
+_positive_int = _ranged(int, "the value", 1, float("inf"), "a positive integer")
+_seed_value = _ranged(int, "seed", 0, 2**32 - 1, "an integer 0 to 4294967295")
+_psnr_value = _ranged(float, "PSNR", 1e-9, 199.999, "a number of dB between 0 and 200")
+_speed_value = _ranged(int, "speed", 1, 10, "an integer 1 (best) to 10 (fastest)")
+_strength = _ranged(float, "dither strength", 0.0, 1.0, "a number 0 to 1")
 
 
 def _add_batch_options(command: argparse.ArgumentParser, what: str) -> None:
@@ -103,26 +86,6 @@ def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     if len(args.paths) != 2:
         parser.error(f"{args.command}: give IN OUT, or inputs with -d OUTDIR (got {len(args.paths)} paths)")
     args.input, args.output = args.paths
-
-
-def _speed_value(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"speed must be an integer 1 to 10, got {text!r}") from None
-    if not 1 <= value <= 10:
-        raise argparse.ArgumentTypeError(f"speed must be 1 (best) to 10 (fastest), got {value}")
-    return value
-
-
-def _strength(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"dither strength must be a number 0 to 1, got {text!r}") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"dither strength must be 0 to 1, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
