@@ -17,14 +17,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from . import __version__, api, batch
+from . import __version__, api
 from .atomic import OutputExistsError, atomic_output
 from .codings import CODING_CHOICES, CODINGS
 from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import KMQError
-from .imageio import load_pixels
-from .progress import ProgressBar
 from .autok import DEFAULT_MAX_K, choose_k
+from .imageio import load_pixels
 from .quantize import DEFAULT_ENGINE, DEFAULT_SPEED, ENGINES, SPACES
 
 EXIT_OK = 0
@@ -323,6 +322,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
 
 def _run_batch(args: argparse.Namespace, kind: str) -> int:
     """The batch form: plan outputs, run them with a progress bar, print per-file lines and a summary."""
+    from . import batch  # multiprocessing and concurrent.futures: only the batch form pays for them
+    from .progress import ProgressBar
+
     if kind == "encode":
         options: batch.EncodeOptions | batch.DecodeOptions = batch.EncodeOptions(
             k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
