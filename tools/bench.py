@@ -379,7 +379,7 @@ def decode_bench(images: list[CorpusImage], k: int, repeat: int) -> str:
     ]
     for image in images:
         encoded = kmcodec.quantize(image.path, k)
-        data = kmcodec.encode(encoded)
+        data = kmcodec.encode(encoded, coding="raw")  # this mode measures the raw coding; bench_size.py the others
         buffer = io.BytesIO()
         if encoded.k <= 256:
             encoded.to_pil_palette().save(buffer, format="PNG")
