@@ -293,4 +293,39 @@ def choose_k(
     return choose_k_for_size(pixels, max_bytes, **options)
 
 
-__all__ = ["DEFAULT_MAX_K", "KChoice", "Probe", "choose_k", "choose_k_for_quality", "choose_k_for_size"]
+def quantize_and_encode(
+    pixels: np.ndarray,
+    *,
+    k: int | None = None,
+    quality: float | None = None,
+    max_bytes: int | None = None,
+    max_k: int = DEFAULT_MAX_K,
+    coding: str = api.DEFAULT_CODING,
+    seed: int = 0,
+    engine: str = DEFAULT_ENGINE,
+    quantize_options: Mapping[str, Any] | None = None,
+) -> tuple[KMQImage, bytes, KChoice | None]:
+    """Quantize to a fixed k, or to the k auto-k picks for quality or max_bytes, and encode it.
+
+    Returns (image, file bytes, the KChoice when auto-k chose, else None): the one path the
+    single-file and batch encoders share.
+    """
+    if k is None:
+        choice = choose_k(
+            pixels, quality=quality, max_bytes=max_bytes, max_k=max_k, coding=coding, seed=seed, engine=engine,
+            quantize_options=quantize_options,
+        )
+        return choice.image, choice.data, choice
+    image = api.quantize(pixels, k, seed=seed, engine=engine, **dict(quantize_options or {}))
+    return image, api.encode(image, coding=coding), None
+
+
+__all__ = [
+    "DEFAULT_MAX_K",
+    "KChoice",
+    "Probe",
+    "choose_k",
+    "choose_k_for_quality",
+    "choose_k_for_size",
+    "quantize_and_encode",
+]

@@ -21,11 +21,12 @@ import numpy as np
 
 from . import __version__, api
 from .atomic import OutputExistsError, atomic_output
-from .autok import DEFAULT_MAX_K, choose_k
+from .autok import DEFAULT_MAX_K, quantize_and_encode
 from .container import DEFAULT_MAX_PIXELS
 from .errors import BatchError, KMQError
 from .image import KMQImage
 from .imageio import load_pixels
+from .picture import picture_format, save_picture
 from .quantize import DEFAULT_ENGINE
 
 DASK_HINT = "--scheduler needs Dask: pip install 'kmcodec[dask]' (dask and distributed)"
@@ -257,26 +258,13 @@ def _check_target(task: Task, force: bool) -> None:
 def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, str]:
     _check_target(task, options.force)
     pixels = load_pixels(task.source, name=task.source_name, max_pixels=options.max_pixels)
-    chosen_k = None
-    if options.k is None:
-        choice = choose_k(
-            pixels,
-            quality=options.quality,
-            max_bytes=options.max_bytes,
-            max_k=options.max_k,
-            coding=options.coding,
-            seed=options.seed,
-            engine=options.engine,
-            quantize_options=dict(options.quantize_options),
-        )
-        image, data, chosen_k = choice.image, choice.data, choice.k
-        how = f" ({choice.describe()})"
-    else:
-        image = api.quantize(
-            pixels, options.k, seed=options.seed, engine=options.engine, **dict(options.quantize_options)
-        )
-        data = api.encode(image, coding=options.coding)
-        how = ""
+    image, data, choice = quantize_and_encode(
+        pixels, k=options.k, quality=options.quality, max_bytes=options.max_bytes, max_k=options.max_k,
+        coding=options.coding, seed=options.seed, engine=options.engine,
+        quantize_options=dict(options.quantize_options),
+    )
+    chosen_k = choice.k if choice is not None else None
+    how = f" ({choice.describe()})" if choice is not None else ""
     with atomic_output(task.target, overwrite=options.force) as handle:
         handle.write(data)
     detail = (
@@ -289,39 +277,9 @@ def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, st
 def _decode_one(task: Task, options: DecodeOptions) -> tuple[int, None, str]:
     _check_target(task, options.force)
     image = api.read(task.source, max_pixels=options.max_pixels)
-    size = save_picture(image, task.target, options.image_format, overwrite=options.force)
+    size = save_picture(image, task.target, picture_format(options.image_format), overwrite=options.force)
     detail = f"{task.source_name} -> {task.target_name}: {image.width}x{image.height} {image.mode}, k={image.k}"
     return size, None, detail
-
-
-def image_format_for(extension: str) -> str:
-    """Pillow's format name for an output extension ('png' -> 'PNG'); raise BatchError if it cannot write it."""
-    from PIL import Image
-
-    suffix = "." + extension.lower().lstrip(".")
-    image_format = Image.registered_extensions().get(suffix)
-    if image_format is None or image_format == "KMQ" or image_format not in Image.SAVE:
-        raise BatchError(f"cannot write images with extension {suffix!r} (try png or webp)")
-    return image_format
-
-
-def save_picture(image: KMQImage, target: Path, extension: str, *, overwrite: bool) -> int:
-    """Write a decoded image atomically in the format of `extension`; return its size.
-
-    The same rules as the one-file `kmcodec decode`: no alpha in JPEG/BMP/PPM, no partial
-    alpha in GIF, WebP lossless and exact (transparent pixels keep their stored colours).
-    """
-    image_format = image_format_for(extension)
-    picture = image.to_pil()
-    if image_format in ("JPEG", "BMP", "PPM") and picture.mode == "RGBA":
-        raise BatchError(f"{target}: {image_format} cannot store alpha; use png or webp")
-    if image_format == "GIF" and image.channels == 4 and not np.isin(image.palette[:, 3], (0, 255)).all():
-        raise BatchError(f"{target}: GIF cannot store partial transparency; use png or webp")
-    options = {"lossless": True, "exact": True} if image_format == "WEBP" else {}
-    with atomic_output(target, overwrite=overwrite) as handle:
-        picture.save(handle, format=image_format, **options)
-        handle.flush()
-        return handle.tell()
 
 
 # ---------------------------------------------------------------- running many
@@ -487,5 +445,4 @@ __all__ = [
     "summarize",
     "encodable",
     "decodable",
-    "save_picture",
 ]

@@ -22,8 +22,9 @@ from .atomic import OutputExistsError, atomic_output
 from .codings import CODING_CHOICES, CODINGS
 from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import KMQError
-from .autok import DEFAULT_MAX_K, choose_k
+from .autok import DEFAULT_MAX_K, quantize_and_encode
 from .imageio import load_pixels
+from .picture import picture_format, save_picture
 from .quantize import DEFAULT_ENGINE, DEFAULT_SPEED, ENGINES, SPACES
 
 EXIT_OK = 0
@@ -246,26 +247,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if args.input.is_dir():
         raise CommandError(f"{args.input}: is a directory, not an image")
     started = time.perf_counter()
-    choice = None
     try:
-        if args.k is None:
-            choice = choose_k(
-                load_pixels(args.input, max_pixels=args.max_pixels),
-                quality=args.quality,
-                max_bytes=args.max_bytes,
-                max_k=args.max_k,
-                coding=args.coding,
-                seed=args.seed,
-                engine=args.engine,
-                quantize_options=_quantize_options(args),
-            )
-            image, data = choice.image, choice.data
-        else:
-            image = api.quantize(
-                args.input, args.k, seed=args.seed, engine=args.engine, max_pixels=args.max_pixels,
-                **_quantize_options(args),
-            )
-            data = api.encode(image, coding=args.coding)
+        image, data, choice = quantize_and_encode(
+            load_pixels(args.input, max_pixels=args.max_pixels),
+            k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
+            seed=args.seed, engine=args.engine, quantize_options=_quantize_options(args),
+        )
     except KMQError as exc:
         raise _with_name(args.input, exc) from None
     with atomic_output(args.output, overwrite=args.force) as handle:
@@ -289,32 +276,20 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.out_dir is not None:
         return _run_batch(args, "decode")
     _check_output(args.output, args.force)
-    from PIL import Image
-
-    image_format = Image.registered_extensions().get(args.output.suffix.lower())
-    if image_format is None:
-        raise CommandError(f"{args.output}: unknown image extension {args.output.suffix!r} (try .png)")
+    is_kmq = args.output.suffix.lower() == ".kmq"
+    try:
+        image_format = None if is_kmq else picture_format(args.output.suffix)
+    except KMQError as exc:
+        raise _with_name(args.output, exc) from None
     try:
         image = api.read(args.input, max_pixels=args.max_pixels)
     except KMQError as exc:
         raise _with_name(args.input, exc) from None
-    if image_format == "KMQ":
-        data = api.encode(image)
+    if image_format is None:
         with atomic_output(args.output, overwrite=args.force) as handle:
-            handle.write(data)
+            handle.write(api.encode(image))
     else:
-        if image_format in ("JPEG", "BMP", "PPM") and image.mode == "RGBA":
-            raise CommandError(f"{args.output}: {image_format} cannot store alpha; use .png or .webp")
-        if image_format == "GIF" and image.channels == 4 and not np.isin(image.palette[:, 3], (0, 255)).all():
-            raise CommandError(f"{args.output}: GIF cannot store partial transparency; use .png or .webp")
-        picture = image.to_pil()
-        # WebP: lossless, and exact so the colours of fully transparent pixels are kept as stored (spec section 4)
-        options = {"lossless": True, "exact": True} if image_format == "WEBP" else {}
-        with atomic_output(args.output, overwrite=args.force) as handle:
-            try:
-                picture.save(handle, format=image_format, **options)
-            except (OSError, ValueError, KeyError) as exc:
-                raise CommandError(f"{args.output}: cannot write {image_format}: {exc}") from None
+        save_picture(image, args.output, image_format, overwrite=args.force)
     if not args.quiet:
         print(f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}, k={image.k}")
     return EXIT_OK
@@ -334,7 +309,7 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         suffix, wanted, verb = ".kmq", batch.encodable, "encoded"
     else:
         extension = (args.image_format or "png").lower().lstrip(".")
-        batch.image_format_for(extension)  # an unknown format stops the batch before it starts
+        picture_format(extension)  # an unknown format stops the batch before it starts
         options = batch.DecodeOptions(image_format=extension, max_pixels=args.max_pixels, force=args.force)
         suffix, wanted, verb = "." + extension, batch.decodable, "decoded"
     jobs = args.jobs or _cores()

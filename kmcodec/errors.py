@@ -85,6 +85,12 @@ class TargetError(KMQError):
     kind = "target"
 
 
+class OutputFormatError(KMQError):
+    """A decoded image cannot be written in the requested picture format (unknown, or it would lose alpha)."""
+
+    kind = "output"
+
+
 class BatchError(KMQError):
     """A batch cannot start: a missing optional dependency, an unreachable cluster, mismatched workers."""
 
