@@ -2,8 +2,10 @@
 
 Each coding turns a flat label array into payload bytes and back. Raw (0) is the
 bit-packed stream itself; deflate (1) and lzma (2) compress the labels laid out
-one per byte (two, big-endian, when b > 8) with the standard library; context (3)
-is the context-modelling range coder of spec section 5.3, in a compiled kernel.
+one per byte (two, big-endian, when b > 8) with the standard library; context1 (3)
+is the context-modelling range coder of spec section 5.2, in a compiled kernel, and
+context (4) is the same coder run on independent horizontal bands (spec 5.3) so
+that several cores share the work.
 Every decoder is bounded: it never produces (or allocates for) more labels than
 the header declares.
 """
@@ -17,6 +19,7 @@ from typing import Callable
 
 import numpy as np
 
+from . import banded
 from .bitpack import label_dtype, pack_labels, packed_size, unpack_labels
 from .container import Header
 from .errors import CodingError, HeaderError, LabelError
@@ -134,36 +137,75 @@ def _context_kernel():
     return _ctxcoder
 
 
+def _flat_labels(labels: np.ndarray, header: Header) -> np.ndarray:
+    return np.ascontiguousarray(labels.reshape(-1), dtype=label_dtype(header.label_bits))
+
+
 def _context_encode(labels: np.ndarray, header: Header) -> bytes:
-    flat = np.ascontiguousarray(labels.reshape(-1), dtype=label_dtype(header.label_bits))
-    return _context_kernel().encode(flat, header.width, header.height, header.k)
+    return _context_kernel().encode(_flat_labels(labels, header), header.width, header.height, header.k)
 
 
 #: Every context-coded label costs at least 0.0013 bits (no model probability exceeds 65475/65536),
-#: so a valid payload has at least n / 5970 bytes; shorter ones are rejected before the labels are allocated.
+#: so a valid stream of n labels has at least n / 5970 bytes; shorter ones are rejected before the labels are allocated.
 CONTEXT_MIN_PIXELS_PER_BYTE = 16384
+
+
+def _context_min_bytes(pixels: int) -> int:
+    return pixels // CONTEXT_MIN_PIXELS_PER_BYTE
+
+
+def _decode_stream(kernel, stream, width: int, height: int, k: int, out: np.ndarray) -> None:
+    """Decode one context stream of width x height labels into out, turning the kernel's complaint into CodingError."""
+    try:
+        kernel.decode(stream, width, height, k, out)
+    except ValueError as exc:
+        raise CodingError(f"the context stream cannot be decoded: {exc}") from None
 
 
 def _context_decode(payload: bytes, header: Header) -> np.ndarray:
     kernel = _context_kernel()
-    if header.k > 1 and len(payload) < header.pixel_count // CONTEXT_MIN_PIXELS_PER_BYTE:
+    if header.k > 1 and len(payload) < _context_min_bytes(header.pixel_count):
         raise CodingError(
             f"payload: a context stream of {len(payload)} bytes cannot hold {header.pixel_count} labels "
             f"(at least 1 byte per {CONTEXT_MIN_PIXELS_PER_BYTE} labels)"
         )
     out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
     try:
-        kernel.decode(payload, header.width, header.height, header.k, out)
-    except ValueError as exc:
-        raise CodingError(f"payload: the context stream cannot be decoded: {exc}") from None
+        _decode_stream(kernel, payload, header.width, header.height, header.k, out)
+    except CodingError as exc:
+        raise CodingError(f"payload: {exc}") from None
+    return out
+
+
+def _banded_encode(labels: np.ndarray, header: Header) -> bytes:
+    kernel = _context_kernel()
+    if header.k == 1:
+        return b""
+    width, k = header.width, header.k
+    return banded.encode_bands(_flat_labels(labels, header), width, header.height,
+                               lambda band, rows: kernel.encode(band, width, rows, k))
+
+
+def _banded_decode(payload: bytes, header: Header, workers: int | None = None) -> np.ndarray:
+    kernel = _context_kernel()
+    if header.k == 1:
+        if payload:
+            raise CodingError(f"payload: a k = 1 banded context payload must be empty, this one has {len(payload)} bytes")
+        return np.zeros(header.pixel_count, dtype=label_dtype(header.label_bits))
+    width, k = header.width, header.k
+    parts = banded.split_bands(payload, width, header.height, _context_min_bytes)
+    out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
+    banded.decode_bands(parts, width, out, lambda stream, rows, band: _decode_stream(kernel, stream, width, rows, k, band),
+                        workers=workers)
     return out
 
 
 DEFLATE = Coding(1, "deflate", _deflate_encode, _deflate_decode, _any_length)
 LZMA = Coding(2, "lzma", _lzma_encode, _lzma_decode, _any_length)
-CONTEXT = Coding(3, "context", _context_encode, _context_decode, _any_length)
+CONTEXT1 = Coding(3, "context1", _context_encode, _context_decode, _any_length)
+CONTEXT = Coding(4, "context", _banded_encode, _banded_decode, _any_length)
 
-CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT)}
+CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT1, CONTEXT)}
 CODINGS_BY_NAME: dict[str, Coding] = {c.name: c for c in CODINGS.values()}
 
 
@@ -194,14 +236,16 @@ AUTO_LZMA_MAX_LABELS = 1 << 19
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
     """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both.
 
-    auto always tries raw and context; deflate and lzma too when the context kernel is
-    missing or when a level-1 deflate probe comes within STDLIB_WORTH_TRYING of context,
-    lzma only up to AUTO_LZMA_MAX_LABELS labels. Ties go to the lower coding id.
+    auto always weighs raw (its size is known without packing) and context; deflate and
+    lzma too when the context kernel is missing or when a level-1 deflate probe comes
+    within STDLIB_WORTH_TRYING of context, lzma only up to AUTO_LZMA_MAX_LABELS labels.
+    Ties go to the lower coding id.
     """
     if coding != AUTO:
         chosen = coding_for_name(coding)
         return chosen, chosen.encode(labels, header)
-    candidates = [(RAW, RAW.encode(labels, header))]
+    candidates: list[tuple[Coding, bytes | None]] = [(RAW, None)]  # raw is packed only if it wins
+    sizes = {RAW.id: packed_size(header.pixel_count, header.label_bits)}
     try_stdlib = _ctxcoder is None
     if not try_stdlib:
         context = CONTEXT.encode(labels, header)
@@ -212,7 +256,10 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
         candidates.append((DEFLATE, DEFLATE.encode(labels, header)))
         if labels.size <= AUTO_LZMA_MAX_LABELS:
             candidates.append((LZMA, LZMA.encode(labels, header)))
-    return min(candidates, key=lambda pair: (len(pair[1]), pair[0].id))
+    for chosen, payload in candidates[1:]:
+        sizes[chosen.id] = len(payload)
+    chosen, payload = min(candidates, key=lambda pair: (sizes[pair[0].id], pair[0].id))
+    return chosen, RAW.encode(labels, header) if payload is None else payload
 
 
 def coding_for_name(name: str) -> Coding:

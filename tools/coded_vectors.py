@@ -1,4 +1,4 @@
-"""Conformance vectors for the compact codings (spec section 5.1-5.2): valid files and one-defect corrupt files.
+"""Conformance vectors for the compact codings (spec sections 5.1-5.3): valid files and one-defect corrupt files.
 
 `coded_vectors()` returns a list of dicts for the conformance suite (the lead wires
 it into tools/make_vectors.py): name, data (the whole file), description, and either
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import lzma
+import struct
 import sys
 import zlib
 from pathlib import Path
@@ -20,11 +21,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from kmcodec import banded  # noqa: E402
 from kmcodec.bitpack import label_bits, label_dtype  # noqa: E402
 from kmcodec.codings import CODINGS_BY_NAME, label_bytes  # noqa: E402
 from kmcodec.container import Header, build_file  # noqa: E402
 
-CODED = ("deflate", "lzma", "context")
+CODED = ("deflate", "lzma", "context1", "context")
 
 
 def fixed_palette(k: int, channels: int) -> np.ndarray:
@@ -136,17 +138,74 @@ def corrupt_vectors(coding: str) -> list[dict]:
                             header, palette, compressed, "label"))
         vectors.append(_bad(f"{prefix}-garbage.kmq", f"payload that is not a {coding} stream at all",
                             header, palette, bytes(range(64)), "coding"))
-    else:
-        vectors.append(_bad(f"{prefix}-short-start.kmq", "context payload of 3 bytes, shorter than the coder's 4-byte start",
+    elif coding == "context1":
+        vectors.append(_bad(f"{prefix}-short-start.kmq", "context1 payload of 3 bytes, shorter than the coder's 4-byte start",
                             header, palette, payload[:3], "coding"))
+    else:
+        vectors.extend(_band_table_vectors(header, palette, labels))
+    if coding.startswith("context"):
         one = _header(width, height, channels, 1, coding)
-        vectors.append(_bad(f"{prefix}-k0001-nonempty.kmq", "k = 1 context payload that is not empty",
+        vectors.append(_bad(f"{prefix}-k0001-nonempty.kmq", f"k = 1 {coding} payload that is not empty",
                             one, fixed_palette(1, channels), b"\x00\x00\x00\x00", "coding"))
     return vectors
 
 
+def banded_payload(labels: np.ndarray, header: Header, bands: int) -> bytes:
+    """A coding-4 payload with a chosen band count (the reference encoder picks 1 for small images)."""
+    from kmcodec.codings import _context_kernel
+
+    kernel, width = _context_kernel(), header.width
+    flat = np.ascontiguousarray(labels.reshape(-1))
+    return banded.encode_bands(flat, width, header.height, lambda band, rows: kernel.encode(band, width, rows, header.k),
+                               bands=bands, workers=1)
+
+
+def _table(bands: int, lengths: list[int]) -> bytes:
+    return struct.pack(f">H{len(lengths)}I", bands, *lengths)
+
+
+def _band_table_vectors(header: Header, palette: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """One-defect files in coding 4's band table (spec 5.3), around a valid 3-band payload."""
+    payload = banded_payload(labels, header, 3)
+    lengths = list(struct.unpack(">3I", payload[2:14]))
+    streams = payload[14:]
+    rows = header.height
+    defects = [
+        ("band-count-zero", "band count 0", _table(0, []) + streams),
+        ("band-count-over-height", f"band count {rows + 1}, more than the {rows} rows", _table(rows + 1, [0] * (rows + 1))),
+        ("band-count-65", "band count 65, more than 64 (the image has 70 rows)", _table(65, [0] * 65)),
+        ("band-table-short", "a 3-band table cut short by one byte", payload[:13]),
+        ("band-lengths-over", "band lengths adding up to one byte more than the payload holds",
+         _table(3, [lengths[0], lengths[1] + 1, lengths[2]]) + streams),
+        ("band-lengths-under", "band lengths adding up to one byte less than the payload holds",
+         _table(3, [lengths[0], lengths[1] - 1, lengths[2]]) + streams),
+        ("band-stream-ends-early", "the last band's stream one byte short (its length says so)",
+         _table(3, [lengths[0], lengths[1], lengths[2] - 1]) + streams[:-1]),
+        ("band-stream-short-start", "a band stream of 3 bytes, shorter than the coder's 4-byte start",
+         _table(3, [lengths[0], 3, lengths[2]]) + streams[: lengths[0]] + streams[lengths[0] : lengths[0] + 3]
+         + streams[lengths[0] + lengths[1] :]),
+    ]
+    tall = dataclasses.replace(header, height=70)
+    return [_bad(f"bad-context-{name}.kmq", f"context (coding 4) payload with {what}",
+                 tall if name == "band-count-65" else header, palette, data, "coding")
+            for name, what, data in defects]
+
+
+def _ok_multiband(k: int, channels: int, width: int, height: int, bands: int, seed: int) -> dict:
+    vector = _ok("context", k, channels, width, height, seed)
+    palette = fixed_palette(k, channels)
+    labels = fixed_labels(width, height, k, seed)
+    header = _header(width, height, channels, k, "context")
+    mode = "rgba" if channels == 4 else "rgb"
+    vector.update(name=f"ok-context-k{k:04d}-{mode}-{width}x{height}-{bands}bands.kmq",
+                  data=_file(header, palette, banded_payload(labels, header, bands)),
+                  description=f"context coding in {bands} bands, k = {k} ({label_bits(k)}-bit labels), {mode.upper()}, "
+                              f"{width}x{height}")
+    return vector
+
+
 def coded_vectors() -> list[dict]:
-    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma) and 3 (context)."""
+    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma), 3 (context1) and 4 (context)."""
     vectors: list[dict] = []
     cases = [(2, 3, 31, 17), (16, 3, 97, 61), (64, 3, 97, 61), (64, 4, 64, 48), (256, 3, 80, 50), (1000, 3, 45, 33),
              (1, 3, 9, 7)]
@@ -154,6 +213,9 @@ def coded_vectors() -> list[dict]:
         for index, (k, channels, width, height) in enumerate(cases):
             vectors.append(_ok(coding, k, channels, width, height, seed=100 + index))
         vectors.extend(corrupt_vectors(coding))
+    for index, (k, channels, width, height, bands) in enumerate([(2, 3, 31, 17, 17), (16, 3, 97, 61, 3), (64, 4, 64, 48, 4),
+                                                                  (256, 3, 80, 50, 5), (1000, 3, 45, 33, 2)]):
+        vectors.append(_ok_multiband(k, channels, width, height, bands, seed=200 + index))
     return vectors
 
 

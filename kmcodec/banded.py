@@ -1,0 +1,138 @@
+"""The band layer of coding 4 (spec section 5.3): labels cut into horizontal bands that are coded independently.
+
+Independent bands are what lets one image be coded and decoded on several cores at
+once: each band is a standalone label image for the context coder, so the bands of a
+file go to parallel threads (the compiled kernel releases the GIL). This module knows
+the band table and the threads; it does not know how one band is coded.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import threading
+from typing import Callable, Sequence, TypeVar
+
+import numpy as np
+
+from .errors import CodingError
+
+#: The most bands a payload may have (spec 5.3): every band costs the decoder a fresh model.
+MAX_BANDS = 64
+#: The reference encoder gives each band at least this many pixels (2 MiP): measured on 4 MP photos
+#: at k = 64, two bands cost 0.0-0.4 % in size against one, four bands up to 1 %.
+PIXELS_PER_BAND = 1 << 21
+
+_COUNT = struct.Struct(">H")
+
+T = TypeVar("T")
+
+
+def band_count_for(width: int, height: int) -> int:
+    """How many bands the reference encoder uses: one per PIXELS_PER_BAND pixels, at least 1, at most 64 and height."""
+    return max(1, min(MAX_BANDS, height, (width * height) // PIXELS_PER_BAND))
+
+
+def band_rows(height: int, bands: int) -> list[tuple[int, int]]:
+    """The rows [start, stop) of each band: band i starts at floor(i * height / bands)."""
+    edges = [i * height // bands for i in range(bands + 1)]
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def available_cores() -> int:
+    """How many cores this process may run on (the threads a band decode uses at most)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def run_in_threads(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
+    """Run the tasks on up to `workers` threads; return their results in order, or raise the first task's error."""
+    results: list = [None] * len(tasks)
+    errors: list[BaseException | None] = [None] * len(tasks)
+
+    def work(first: int) -> None:
+        for index in range(first, len(tasks), workers):
+            try:
+                results[index] = tasks[index]()
+            except BaseException as exc:  # re-raised below, in task order, on the calling thread
+                errors[index] = exc
+
+    workers = max(1, min(workers, len(tasks)))
+    threads = [threading.Thread(target=work, args=(first,), daemon=True) for first in range(1, workers)]
+    for thread in threads:
+        thread.start()
+    work(0)
+    for thread in threads:
+        thread.join()
+    for error in errors:
+        if error is not None:
+            raise error
+    return results
+
+
+def encode_bands(labels: np.ndarray, width: int, height: int, code_band: Callable[[np.ndarray, int], bytes],
+                 bands: int | None = None, workers: int | None = None) -> bytes:
+    """Code flat labels band by band with code_band(band_labels, band_height); return the band table and streams.
+
+    bands defaults to the reference encoder's choice (band_count_for); any 1..min(64, height) is valid.
+    """
+    bands = band_count_for(width, height) if bands is None else bands
+    if not 1 <= bands <= min(MAX_BANDS, height):
+        raise ValueError(f"bands must be between 1 and {min(MAX_BANDS, height)}, not {bands}")
+    rows = band_rows(height, bands)
+    tasks = [lambda start=start, stop=stop: code_band(labels[start * width : stop * width], stop - start)
+             for start, stop in rows]
+    streams = run_in_threads(tasks, available_cores() if workers is None else workers)
+    table = _COUNT.pack(len(rows)) + struct.pack(f">{len(rows)}I", *(len(stream) for stream in streams))
+    return table + b"".join(streams)
+
+
+def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Callable[[int], int]
+                ) -> list[tuple[int, int, memoryview]]:
+    """Parse and check the band table (spec 5.3) before anything is allocated: (start row, stop row, stream) per band.
+
+    min_stream_bytes(pixels) is the shortest stream that can hold a band of that many pixels;
+    a shorter one is rejected here, so a tiny payload cannot make the decoder allocate a large image.
+    """
+    if len(payload) < _COUNT.size:
+        raise CodingError(f"payload: a banded context payload of {len(payload)} bytes has no band count (2 bytes)")
+    (bands,) = _COUNT.unpack_from(payload)
+    if not 1 <= bands <= min(MAX_BANDS, height):
+        raise CodingError(f"payload: band count {bands} at payload offset 0 is not between 1 and "
+                          f"{min(MAX_BANDS, height)} (64, and at most the height {height})")
+    table_end = _COUNT.size + 4 * bands
+    if len(payload) < table_end:
+        raise CodingError(f"payload: the band table of {bands} bands needs {table_end} bytes, the payload has {len(payload)}")
+    lengths = struct.unpack_from(f">{bands}I", payload, _COUNT.size)
+    if table_end + sum(lengths) != len(payload):
+        raise CodingError(f"payload: the band table declares {sum(lengths)} bytes of streams after its {table_end} "
+                          f"bytes, the payload holds {len(payload) - table_end}")
+    view = memoryview(payload)
+    parts = []
+    offset = table_end
+    for index, ((start, stop), length) in enumerate(zip(band_rows(height, bands), lengths)):
+        needed = min_stream_bytes((stop - start) * width)
+        if length < needed:
+            raise CodingError(f"payload: band {index} (rows {start}-{stop - 1}) has a {length}-byte stream, "
+                              f"too short to hold {(stop - start) * width} labels (at least {needed} bytes)")
+        parts.append((start, stop, view[offset : offset + length]))
+        offset += length
+    return parts
+
+
+def decode_bands(parts: list[tuple[int, int, memoryview]], width: int, out: np.ndarray,
+                 decode_band: Callable[[memoryview, int, np.ndarray], None], workers: int | None = None) -> None:
+    """Decode every band into its rows of the flat label array `out`, bands in parallel threads."""
+
+    def task(index: int, start: int, stop: int, stream: memoryview) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                decode_band(stream, stop - start, out[start * width : stop * width])
+            except CodingError as exc:
+                raise CodingError(f"payload: band {index} (rows {start}-{stop - 1}): {exc}") from None
+        return run
+
+    tasks = [task(index, *part) for index, part in enumerate(parts)]
+    run_in_threads(tasks, available_cores() if workers is None else workers)
