@@ -191,3 +191,13 @@ def test_damaged_banded_payloads_decode_or_raise_coding(three_bands, data) -> No
     else:
         assert image.labels.shape == labels.shape
         assert image.labels.reshape(-1).tolist() == decode_banded(damaged, header.width, header.height, header.k)
+
+
+def test_auto_deflate_probe_samples_large_images_within_ten_percent(gnome_4mp_labels) -> None:
+    import zlib
+
+    _, labels = gnome_4mp_labels
+    header = header_for(labels, 32)
+    assert labels.shape[0] >= 2 * codings.PROBE_LABELS // labels.shape[1]  # large enough to be sampled
+    full = len(zlib.compress(labels.tobytes(), 1))
+    assert abs(codings.deflate_probe(labels.reshape(-1), header) / full - 1) < 0.10
