@@ -236,3 +236,16 @@ def test_decode_to_gif_keeps_binary_alpha(tmp_path: Path, capsys) -> None:
     assert np.array_equal(rgba[:, :, 3], expected[:, :, 3])
     opaque = expected[:, :, 3] == 255
     assert np.array_equal(rgba[opaque], expected[opaque])
+
+
+@pytest.mark.parametrize("k", [16, 256, 300])
+def test_decode_to_png_writes_a_palette_png_up_to_256_colours(photo: Path, tmp_path: Path, capsys, k: int) -> None:
+    coded, out = tmp_path / "photo.kmq", tmp_path / "photo.png"
+    assert run_cli(capsys, "encode", str(photo), str(coded), "-k", str(k), "-q")[0] == 0
+    assert run_cli(capsys, "decode", str(coded), str(out))[0] == 0
+    image = kmcodec.read(coded)
+    with Image.open(out) as written:
+        assert written.mode == ("P" if image.k <= 256 else "RGB")
+        assert np.array_equal(np.asarray(written.convert("RGB")), image.to_array())
+        if written.mode == "P":
+            assert len(written.getpalette()) // 3 <= 256
