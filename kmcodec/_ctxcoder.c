@@ -85,6 +85,11 @@ static inline int32_t floor_shift(int64_t v, int s) { /* floor(v / 2^s) */
     return (int32_t)(v >= 0 ? v >> s : -((-v + ((int64_t)1 << s) - 1) >> s));
 }
 
+static inline int32_t floor_shift32(int32_t v, int s) { /* floor(v / 2^s) */
+    if ((int32_t)-1 >> 1 == -1) return v >> s;
+    return v >= 0 ? v >> s : -((-v + (1 << s) - 1) >> s);
+}
+
 /* ---- range coder (spec 5.3.1) ---- */
 typedef struct {
     uint64_t low;       /* encoder */
@@ -269,7 +274,7 @@ static inline __attribute__((always_inline)) int code_mixed(
     int err = ((bit << 12) - pm) * rate;
     for (int i = 0; i < MIX_INPUTS; i++) {
         adapt_to(in[i], bit, limit);
-        w[i] = clamp_weight(w[i] + floor_shift((int64_t)st[i] * err, 10));
+        w[i] = clamp_weight(w[i] + floor_shift32(st[i] * err, 10)); /* |st * err| < 2^25 */
     }
     return bit;
 }
@@ -299,7 +304,7 @@ static inline __attribute__((always_inline)) int code_question(
     else
         apm[near] = (uint16_t)(apm[near] - (apm[near] >> M4_APM_RATE));
     int err = (bit << 16) - pm;
-    for (int i = 0; i < M4_INPUTS; i++) w[i] = clamp_weight(w[i] + floor_shift((int64_t)st[i] * err, 14));
+    for (int i = 0; i < M4_INPUTS; i++) w[i] = clamp_weight(w[i] + floor_shift32(st[i] * err, 14)); /* < 2^28 */
     return bit;
 }
 
@@ -377,6 +382,7 @@ static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uin
         const T *up = y ? row - width : NULL;                                                              \
         const T *up2 = y > 1 ? row - 2 * width : NULL;                                                     \
         uint32_t kind = 0, run = 0;                                                                        \
+        size_t next_change = 0; /* model 4: the first x' > (a pixel) where the row above changes label */  \
         for (size_t x = 0; x < width; x++) {                                                               \
             uint32_t W, N, NW, NE, WW, NN;                                                                 \
             if (y == 0) {                                                                                  \
@@ -395,8 +401,15 @@ static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uin
                 | (uint32_t)(NW == NE) << 6 | (uint32_t)(W == NE) << 7 | kind << 8;                        \
             uint32_t runs = 0;                                                                             \
             if (MODEL == 4) {                                                                              \
+                /* above: how many of up[x .. x+7] equal W, counted from up[x] (= N) */                  \
                 uint32_t above = 0;                                                                        \
-                if (up) while (above < 8 && x + above < width && up[x + above] == W) above++;              \
+                if (up && N == W) {                                                                        \
+                    if (next_change <= x) {                                                                \
+                        next_change = x + 1;                                                               \
+                        while (next_change < width && up[next_change] == up[x]) next_change++;             \
+                    }                                                                                      \
+                    above = next_change - x < 8 ? (uint32_t)(next_change - x) : 8;                        \
+                }                                                                                          \
                 runs = ((above * 16 + (run < 15 ? run : 15)) << 8) | (pattern & 255);                      \
             }                                                                                              \
             uint32_t s = code_pixel(ENC, MODEL, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k,    \
