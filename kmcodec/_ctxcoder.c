@@ -1,19 +1,21 @@
 /*
- * _ctxcoder: the compiled kernel of the .kmq "context" coding (coding 3, spec/kmq.md section 5.3).
+ * _ctxcoder: the compiled kernel of the .kmq context codings (spec/kmq.md: coding 3 in section 5.2,
+ * and model 4, the model of each band of coding 4, in section 5.3.1).
  *
  * An adaptive binary range coder (LZMA-style carry handling, 32-bit range, 16-bit
  * probabilities) driven by a context model of already-decoded neighbours. The
  * per-pixel model is written once (code_pixel) and instantiated for encoding and
- * decoding, so the two cannot drift apart. Everything is integer arithmetic, and
- * every name and constant below is the one the spec uses.
+ * decoding and for each model, so they cannot drift apart. Everything is integer
+ * arithmetic, and every name and constant below is the one the spec uses.
  *
- * Python interface:
- *   encode(labels, width, height, k) -> bytes
+ * Python interface (model 3, the default, is coding 3's model; model 4 codes one band of coding 4):
+ *   encode(labels, width, height, k, model=3) -> bytes
  *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2.
- *   decode(payload, width, height, k, out) -> None
+ *   decode(payload, width, height, k, out, model=3) -> None
  *       out: a writable C-contiguous buffer for width*height labels, itemsize 1 or 2.
- *       Raises ValueError if the payload ends early or has bytes left over; never
- *       reads outside `payload` and never writes outside `out`.
+ *       Raises ValueError if the payload ends early or has bytes left over, or if model is not
+ *       3 or 4; never reads outside `payload` and never writes outside `out`.
+ *   Both release the GIL while they code.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
