@@ -1,19 +1,21 @@
 /*
- * _ctxcoder: the compiled kernel of the .kmq "context" coding (coding 3, spec/kmq.md section 5.3).
+ * _ctxcoder: the compiled kernel of the .kmq context codings (spec/kmq.md: coding 3 in section 5.2,
+ * and model 4, the model of each band of coding 4, in section 5.3.1).
  *
  * An adaptive binary range coder (LZMA-style carry handling, 32-bit range, 16-bit
  * probabilities) driven by a context model of already-decoded neighbours. The
  * per-pixel model is written once (code_pixel) and instantiated for encoding and
- * decoding, so the two cannot drift apart. Everything is integer arithmetic, and
- * every name and constant below is the one the spec uses.
+ * decoding and for each model, so they cannot drift apart. Everything is integer
+ * arithmetic, and every name and constant below is the one the spec uses.
  *
- * Python interface:
- *   encode(labels, width, height, k) -> bytes
+ * Python interface (model 3, the default, is coding 3's model; model 4 codes one band of coding 4):
+ *   encode(labels, width, height, k, model=3) -> bytes
  *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2.
- *   decode(payload, width, height, k, out) -> None
+ *   decode(payload, width, height, k, out, model=3) -> None
  *       out: a writable C-contiguous buffer for width*height labels, itemsize 1 or 2.
- *       Raises ValueError if the payload ends early or has bytes left over; never
- *       reads outside `payload` and never writes outside `out`.
+ *       Raises ValueError if the payload ends early or has bytes left over, or if model is not
+ *       3 or 4; never reads outside `payload` and never writes outside `out`.
+ *   Both release the GIL while they code.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -30,20 +32,24 @@ typedef struct {
     uint16_t n; /* updates so far, saturating at COUNT_LIMIT */
 } Bit;
 
-static uint32_t RATE[COUNT_LIMIT + 1];
+#define RATE_TABLE 1024
+static uint32_t RATE[RATE_TABLE];
 
 static void init_rates(void) {
-    for (int n = 0; n <= COUNT_LIMIT; n++) RATE[n] = 131072u / (uint32_t)(2 * n + 3);
+    for (int n = 0; n < RATE_TABLE; n++) RATE[n] = 131072u / (uint32_t)(2 * n + 3);
 }
 
-static inline void adapt(Bit *m, int bit) {
+/* Adapt a model to `bit`; its count saturates at `limit` (COUNT_LIMIT in model 3). */
+static inline __attribute__((always_inline)) void adapt_to(Bit *m, int bit, const int limit) {
     uint32_t r = RATE[m->n];
     if (bit)
         m->p = (uint16_t)(m->p + (((65536u - m->p) * r) >> 16));
     else
         m->p = (uint16_t)(m->p - ((m->p * r) >> 16));
-    if (m->n < COUNT_LIMIT) m->n++;
+    if (m->n < limit) m->n++;
 }
+
+static inline __attribute__((always_inline)) void adapt(Bit *m, int bit) { adapt_to(m, bit, COUNT_LIMIT); }
 
 static void reset_bits(Bit *bits, size_t count) {
     for (size_t i = 0; i < count; i++) { bits[i].p = PROB_INIT; bits[i].n = 0; }
@@ -76,8 +82,14 @@ static void init_stretch(void) {
     for (int i = next; i < 4096; i++) STRETCH[i] = 2047;
 }
 
-static inline int32_t floor_shift(int64_t v, int s) { /* floor(v / 2^s) without relying on signed shifts */
+static inline int32_t floor_shift(int64_t v, int s) { /* floor(v / 2^s) */
+    if ((int64_t)-1 >> 1 == -1) return (int32_t)(v >> s); /* arithmetic shift (gcc, clang): one instruction */
     return (int32_t)(v >= 0 ? v >> s : -((-v + ((int64_t)1 << s) - 1) >> s));
+}
+
+static inline int32_t floor_shift32(int32_t v, int s) { /* floor(v / 2^s) */
+    if ((int32_t)-1 >> 1 == -1) return v >> s;
+    return v >= 0 ? v >> s : -((-v + (1 << s) - 1) >> s);
 }
 
 /* ---- range coder (spec 5.3.1) ---- */
@@ -153,30 +165,87 @@ static inline __attribute__((always_inline)) int code_bit(const int ENC, Coder *
     return bit;
 }
 
-/* ---- the model (spec 5.3.2 - 5.3.5) ---- */
+/* ---- the models (model 3: spec 5.2.2 - 5.2.5; model 4: spec 5.3.x) ---- */
 #define PATTERNS 1024
+
+/* Model 4 (coding one band of coding 4): the same questions and tree as model 3, but each question
+   is a learned mix of four models (pattern, (W, N), (NW, NE), runs) and a bias, refined by an APM. */
+#define M4_QUESTION_LIMIT 255 /* count limit of the question models */
+#define M4_TREE_LIMIT 30      /* count limit of the tree models (depth < 8) */
+#define M4_TREE_RATE 2        /* tree mixer learning rate (model 3: MIX_RATE = 3) */
+#define M4_INPUTS 5           /* question mixer: four models and a bias */
+#define M4_BIAS 256           /* the bias input's stretched value */
+#define M4_WEIGHT_INIT 22000  /* question mixer weights of the four models (the bias weight starts at 0) */
+#define M4_APM_RATE 7
+#define M4_RUN_CONTEXTS 36864 /* (above 0..8) * 16 + run (0..15), times 256 pattern bits */
+
+/* Model 4: the same logistic curve with 16-bit output (T16[i] = round(65536 / (1 + e^((16 - i) / 2)))). */
+static const int SQUASH16_POINTS[33] = {22, 36, 60, 98, 162, 267, 439, 720, 1179, 1921, 3108, 4971, 7812, 11955,
+                                        17625, 24743, 32768, 40793, 47911, 53581, 57724, 60565, 62428, 63615,
+                                        64357, 64816, 65097, 65269, 65374, 65438, 65476, 65500, 65514};
+
+static inline int squash16(int d) { /* d already clamped to [-2047, 2047] */
+    int w = d & 127, i = (d >> 7) + 16;
+    return (SQUASH16_POINTS[i] * (128 - w) + SQUASH16_POINTS[i + 1] * w + 64) >> 7;
+}
 
 typedef struct {
     Bit same[4][PATTERNS];          /* "label = W / N / NW / NE?", context: the neighbour pattern */
     Bit *pair;                      /* [4][65536]: the same questions, context: reduced (W, N) */
     Bit *tree;                      /* [4][256][256]: label bits at depth < 8, contexts W, N, NW, NE */
     Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
-    int32_t weights[8][MIX_INPUTS]; /* mixer weights per tree depth */
+    int32_t weights[8][MIX_INPUTS]; /* model 3: tree mixer weights per depth */
+    /* model 4 only */
+    Bit *diag;                      /* [4][65536]: the questions, context: reduced (NW, NE) */
+    Bit *runs;                      /* [4][M4_RUN_CONTEXTS]: the questions, context: runs and pattern */
+    int32_t tree_weights[8][4][MIX_INPUTS];  /* tree mixer weights per depth and number of questions */
+    int32_t (*question_weights)[4][M4_INPUTS]; /* [PATTERNS][4]: question mixer weights */
+    uint16_t (*apm)[PATTERNS][33];  /* [4]: the questions' probability refinement, per pattern */
     Bit *memory;
 } Model;
 
-static int model_init(Model *m, int bits) {
+static int model_init(Model *m, int bits, int model) {
     size_t pair = 4 * 65536, tree = 4 * 256 * 256, deep = bits > 8 ? ((size_t)1 << bits) : 0;
-    m->memory = (Bit *)malloc(sizeof(Bit) * (pair + tree + deep));
+    size_t diag = model == 4 ? 4 * 65536 : 0, runs = model == 4 ? 4 * M4_RUN_CONTEXTS : 0;
+    m->memory = (Bit *)malloc(sizeof(Bit) * (pair + tree + deep + diag + runs));
+    m->question_weights = NULL;
+    m->apm = NULL;
     if (!m->memory) return -1;
     m->pair = m->memory;
     m->tree = m->pair + pair;
     m->deep = m->tree + tree;
-    reset_bits(m->memory, pair + tree + deep);
+    m->diag = m->deep + deep;
+    m->runs = m->diag + diag;
+    reset_bits(m->memory, pair + tree + deep + diag + runs);
     reset_bits(&m->same[0][0], 4 * PATTERNS);
     for (int d = 0; d < 8; d++)
         for (int i = 0; i < MIX_INPUTS; i++) m->weights[d][i] = WEIGHT_INIT;
+    if (model == 4) {
+        m->question_weights = malloc(sizeof(*m->question_weights) * PATTERNS);
+        m->apm = malloc(sizeof(*m->apm) * 4);
+        if (!m->question_weights || !m->apm) {
+            free(m->memory);
+            free(m->question_weights);
+            free(m->apm);
+            return -1;
+        }
+        for (int s = 0; s < PATTERNS; s++)
+            for (int j = 0; j < 4; j++) {
+                for (int i = 0; i < M4_INPUTS - 1; i++) m->question_weights[s][j][i] = M4_WEIGHT_INIT;
+                m->question_weights[s][j][M4_INPUTS - 1] = 0;
+                for (int i = 0; i < 33; i++) m->apm[j][s][i] = (uint16_t)SQUASH16_POINTS[i];
+            }
+        for (int d = 0; d < 8; d++)
+            for (int q = 0; q < 4; q++)
+                for (int i = 0; i < MIX_INPUTS; i++) m->tree_weights[d][q][i] = 65536 / MIX_INPUTS;
+    }
     return 0;
+}
+
+static void model_free(Model *m) {
+    free(m->memory);
+    free(m->question_weights);
+    free(m->apm);
 }
 
 static inline __attribute__((always_inline)) int code_same(const int ENC, Coder *c, Bit *a, Bit *b, int bit) {
@@ -186,7 +255,14 @@ static inline __attribute__((always_inline)) int code_same(const int ENC, Coder 
     return bit;
 }
 
-static inline __attribute__((always_inline)) int code_mixed(const int ENC, Coder *c, Bit **in, int32_t *w, int bit) {
+static inline __attribute__((always_inline)) int32_t clamp_weight(int32_t v) {
+    return v > WEIGHT_LIMIT ? WEIGHT_LIMIT : v < -WEIGHT_LIMIT ? -WEIGHT_LIMIT : v;
+}
+
+/* Code a bit with the 12-bit mix of four models (model 3's mixer; model 4 changes rate and count limit). */
+static inline __attribute__((always_inline)) int code_mixed(
+    const int ENC, Coder *c, Bit **in, int32_t *w, const int rate, const int limit, int bit)
+{
     int st[MIX_INPUTS];
     int64_t dot = 0;
     for (int i = 0; i < MIX_INPUTS; i++) {
@@ -197,28 +273,81 @@ static inline __attribute__((always_inline)) int code_mixed(const int ENC, Coder
     uint32_t p = (uint32_t)pm << 4;
     p = p < 32 ? 32 : p > 65504 ? 65504 : p;
     bit = code_bit(ENC, c, p, bit);
-    int err = ((bit << 12) - pm) * MIX_RATE;
+    int err = ((bit << 12) - pm) * rate;
     for (int i = 0; i < MIX_INPUTS; i++) {
-        adapt(in[i], bit);
-        int32_t v = w[i] + floor_shift((int64_t)st[i] * err, 10);
-        w[i] = v > WEIGHT_LIMIT ? WEIGHT_LIMIT : v < -WEIGHT_LIMIT ? -WEIGHT_LIMIT : v;
+        adapt_to(in[i], bit, limit);
+        w[i] = clamp_weight(w[i] + floor_shift32(st[i] * err, 10)); /* |st * err| < 2^25 */
     }
     return bit;
 }
 
-/* Code one label (ENC: `value` is the label; decoding: `value` is ignored); returns the label. */
-static inline __attribute__((always_inline)) uint32_t code_pixel(
-    const int ENC, Coder *c, Model *m, uint32_t value, uint32_t W, uint32_t N, uint32_t NW, uint32_t NE,
-    uint32_t pattern, int bits, uint32_t k, int shift)
+/* Model 4's question: a learned mix of four models and a bias (weights w), refined by the APM row `apm`. */
+static inline __attribute__((always_inline)) int code_question(
+    const int ENC, Coder *c, Bit *a, Bit *b, Bit *t, Bit *u, int32_t *w, uint16_t *apm, int bit)
 {
-    Bit *pair = m->pair + (((W >> shift) << 8) | (N >> shift));
-    if (code_same(ENC, c, &m->same[0][pattern], pair, ENC && value == W)) return W;
-    if (N != W && code_same(ENC, c, &m->same[1][pattern], pair + 65536, ENC && value == N)) return N;
-    if (NW != W && NW != N && code_same(ENC, c, &m->same[2][pattern], pair + 2 * 65536, ENC && value == NW))
-        return NW;
-    if (NE != W && NE != N && NE != NW &&
-        code_same(ENC, c, &m->same[3][pattern], pair + 3 * 65536, ENC && value == NE))
-        return NE;
+    int st[M4_INPUTS] = {STRETCH[a->p >> 4], STRETCH[b->p >> 4], STRETCH[t->p >> 4], STRETCH[u->p >> 4], M4_BIAS};
+    int64_t dot = 0;
+    for (int i = 0; i < M4_INPUTS; i++) dot += (int64_t)w[i] * st[i];
+    int d = floor_shift(dot, 16);
+    d = d > 2047 ? 2047 : d < -2047 ? -2047 : d;
+    int pm = squash16(d);
+    int at = d + 2048, lo = at >> 7, aw = at & 127;
+    int pa = (apm[lo] * (128 - aw) + apm[lo + 1] * aw + 64) >> 7;
+    int p = (pm + 3 * pa + 2) >> 2;
+    p = p < 32 ? 32 : p > 65504 ? 65504 : p;
+    bit = code_bit(ENC, c, (uint32_t)p, bit);
+    adapt_to(a, bit, M4_QUESTION_LIMIT);
+    adapt_to(b, bit, M4_QUESTION_LIMIT);
+    adapt_to(t, bit, M4_QUESTION_LIMIT);
+    adapt_to(u, bit, M4_QUESTION_LIMIT);
+    int near = lo + (aw >> 6);
+    if (bit)
+        apm[near] = (uint16_t)(apm[near] + ((65535 - apm[near]) >> M4_APM_RATE));
+    else
+        apm[near] = (uint16_t)(apm[near] - (apm[near] >> M4_APM_RATE));
+    int err = (bit << 16) - pm;
+    for (int i = 0; i < M4_INPUTS; i++) w[i] = clamp_weight(w[i] + floor_shift32(st[i] * err, 14)); /* < 2^28 */
+    return bit;
+}
+
+/* Code one label (ENC: `value` is the label; decoding: `value` is ignored); returns the label.
+   `runs` is model 4's run context (ignored by model 3). */
+static inline __attribute__((always_inline)) uint32_t code_pixel(
+    const int ENC, const int MODEL, Coder *c, Model *m, uint32_t value, uint32_t W, uint32_t N, uint32_t NW,
+    uint32_t NE, uint32_t pattern, int bits, uint32_t k, int shift, uint32_t runs)
+{
+    uint32_t pair_index = ((W >> shift) << 8) | (N >> shift);
+    Bit *pair = m->pair + pair_index;
+    int questions = 1; /* how many questions were coded (model 4's tree weights depend on it) */
+    if (MODEL == 3) {
+        if (code_same(ENC, c, &m->same[0][pattern], pair, ENC && value == W)) return W;
+        if (N != W && code_same(ENC, c, &m->same[1][pattern], pair + 65536, ENC && value == N)) return N;
+        if (NW != W && NW != N && code_same(ENC, c, &m->same[2][pattern], pair + 2 * 65536, ENC && value == NW))
+            return NW;
+        if (NE != W && NE != N && NE != NW &&
+            code_same(ENC, c, &m->same[3][pattern], pair + 3 * 65536, ENC && value == NE))
+            return NE;
+    } else {
+        Bit *diag = m->diag + (((NW >> shift) << 8) | (NE >> shift));
+        Bit *run = m->runs + runs;
+        int32_t (*w)[M4_INPUTS] = m->question_weights[pattern];
+#define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j) * 65536, diag + (j) * 65536, \
+                                     run + (j) * M4_RUN_CONTEXTS, w[j], m->apm[j][pattern], ENC && value == (v))
+        if (QUESTION(0, W)) return W;
+        if (N != W) {
+            questions++;
+            if (QUESTION(1, N)) return N;
+        }
+        if (NW != W && NW != N) {
+            questions++;
+            if (QUESTION(2, NW)) return NW;
+        }
+        if (NE != W && NE != N && NE != NW) {
+            questions++;
+            if (QUESTION(3, NE)) return NE;
+        }
+#undef QUESTION
+    }
     /* the label itself, most significant bit first, as a walk down a binary tree;
        a 1 bit that would make the label >= k is not coded (it is 0) */
     Bit *tw = m->tree + ((size_t)0 * 256 + (W >> shift)) * 256;
@@ -233,7 +362,10 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
             bit = 0;
         } else if (d < 8) {
             Bit *in[MIX_INPUTS] = {&tw[node], &tn[node], &tnw[node], &tne[node]};
-            bit = code_mixed(ENC, c, in, m->weights[d], bit);
+            if (MODEL == 3)
+                bit = code_mixed(ENC, c, in, m->weights[d], MIX_RATE, COUNT_LIMIT, bit);
+            else
+                bit = code_mixed(ENC, c, in, m->tree_weights[d][questions - 1], M4_TREE_RATE, M4_TREE_LIMIT, bit);
         } else {
             bit = code_bit(ENC, c, m->deep[node].p, bit);
             adapt(&m->deep[node], bit);
@@ -243,15 +375,16 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
     return node - (1u << bits);
 }
 
-/* Walk the image in row-major order with the neighbours and pattern of spec 5.3.2. */
-#define DEFINE_WALK(NAME, ENC, T)                                                                          \
+/* Walk the image in row-major order with the neighbours and pattern of spec 5.2.2 (and model 4's runs). */
+#define DEFINE_WALK(NAME, ENC, T, MODEL)                                                                   \
 static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uint32_t k, int bits) {      \
     int shift = bits > 8 ? bits - 8 : 0;                                                                   \
     for (size_t y = 0; y < height; y++) {                                                                  \
-        T *row = labels + y * width;                                                               \
+        T *row = labels + y * width;                                                                       \
         const T *up = y ? row - width : NULL;                                                              \
         const T *up2 = y > 1 ? row - 2 * width : NULL;                                                     \
-        uint32_t kind = 0;                                                                                 \
+        uint32_t kind = 0, run = 0;                                                                        \
+        size_t next_change = 0; /* model 4: the first x' > (a pixel) where the row above changes label */  \
         for (size_t x = 0; x < width; x++) {                                                               \
             uint32_t W, N, NW, NE, WW, NN;                                                                 \
             if (y == 0) {                                                                                  \
@@ -268,7 +401,21 @@ static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uin
             uint32_t pattern = (uint32_t)(W == N) | (uint32_t)(W == NW) << 1 | (uint32_t)(N == NE) << 2    \
                 | (uint32_t)(N == NW) << 3 | (uint32_t)(W == WW) << 4 | (uint32_t)(N == NN) << 5           \
                 | (uint32_t)(NW == NE) << 6 | (uint32_t)(W == NE) << 7 | kind << 8;                        \
-            uint32_t s = code_pixel(ENC, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k, shift);   \
+            uint32_t runs = 0;                                                                             \
+            if (MODEL == 4) {                                                                              \
+                /* above: how many of up[x .. x+7] equal W, counted from up[x] (= N) */                  \
+                uint32_t above = 0;                                                                        \
+                if (up && N == W) {                                                                        \
+                    if (next_change <= x) {                                                                \
+                        next_change = x + 1;                                                               \
+                        while (next_change < width && up[next_change] == up[x]) next_change++;             \
+                    }                                                                                      \
+                    above = next_change - x < 8 ? (uint32_t)(next_change - x) : 8;                        \
+                }                                                                                          \
+                runs = ((above * 16 + (run < 15 ? run : 15)) << 8) | (pattern & 255);                      \
+            }                                                                                              \
+            uint32_t s = code_pixel(ENC, MODEL, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k,    \
+                                    shift, runs);                                                          \
             if (!ENC) {                                                                                    \
                 if (c->underrun) return;                                                                   \
                 row[x] = (T)s;                                                                             \
@@ -276,14 +423,29 @@ static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uin
                 return;                                                                                    \
             }                                                                                              \
             kind = s == W ? 0 : s == N ? 1 : (s == NW || s == NE) ? 2 : 3;                                 \
+            run = x > 0 && s == W ? run + 1 : 1;                                                           \
         }                                                                                                  \
     }                                                                                                      \
 }
 
-DEFINE_WALK(encode_u8, 1, uint8_t)
-DEFINE_WALK(encode_u16, 1, uint16_t)
-DEFINE_WALK(decode_u8, 0, uint8_t)
-DEFINE_WALK(decode_u16, 0, uint16_t)
+DEFINE_WALK(encode3_u8, 1, uint8_t, 3)
+DEFINE_WALK(encode3_u16, 1, uint16_t, 3)
+DEFINE_WALK(decode3_u8, 0, uint8_t, 3)
+DEFINE_WALK(decode3_u16, 0, uint16_t, 3)
+DEFINE_WALK(encode4_u8, 1, uint8_t, 4)
+DEFINE_WALK(encode4_u16, 1, uint16_t, 4)
+DEFINE_WALK(decode4_u8, 0, uint8_t, 4)
+DEFINE_WALK(decode4_u16, 0, uint16_t, 4)
+
+typedef void (*Walk)(Coder *, Model *, void *, size_t, size_t, uint32_t, int);
+
+static Walk walk_of(int enc, int model, Py_ssize_t itemsize) {
+    static const Walk walks[2][2][2] = {
+        {{(Walk)decode3_u8, (Walk)decode3_u16}, {(Walk)decode4_u8, (Walk)decode4_u16}},
+        {{(Walk)encode3_u8, (Walk)encode3_u16}, {(Walk)encode4_u8, (Walk)encode4_u16}},
+    };
+    return walks[enc][model == 4][itemsize == 2];
+}
 
 static int label_bits_of(uint32_t k) {
     int b = 0;
@@ -301,13 +463,24 @@ static int check_shape(Py_ssize_t width, Py_ssize_t height, unsigned long k, Py_
     return 0;
 }
 
-static PyObject *py_encode(PyObject *self, PyObject *args) {
+static int check_model(int model) {
+    if (model != 3 && model != 4) {
+        PyErr_Format(PyExc_ValueError, "model must be 3 or 4, not %d", model);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"labels", "width", "height", "k", "model", NULL};
     Py_buffer buf;
     Py_ssize_t width, height;
     unsigned long k;
-    if (!PyArg_ParseTuple(args, "y*nnk", &buf, &width, &height, &k)) return NULL;
+    int model = 3;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnk|i", keywords, &buf, &width, &height, &k, &model))
+        return NULL;
     PyObject *result = NULL;
-    if (check_shape(width, height, k, &buf) < 0) goto done;
+    if (check_model(model) < 0 || check_shape(width, height, k, &buf) < 0) goto done;
     if (k == 1) {
         result = PyBytes_FromStringAndSize(NULL, 0);
         goto done;
@@ -319,18 +492,16 @@ static PyObject *py_encode(PyObject *self, PyObject *args) {
     c.range = 0xFFFFFFFFu;
     c.cache_size = 1;
     c.skip_first = 1;
-    if (model_init(&m, bits) < 0) {
+    if (model_init(&m, bits, model) < 0) {
         PyErr_NoMemory();
         goto done;
     }
+    Walk walk = walk_of(1, model, buf.itemsize);
     Py_BEGIN_ALLOW_THREADS
-    if (buf.itemsize == 1)
-        encode_u8(&c, &m, (uint8_t *)buf.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
-    else
-        encode_u16(&c, &m, (uint16_t *)buf.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
+    walk(&c, &m, buf.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
     for (int i = 0; i < 5; i++) shift_low(&c);
     Py_END_ALLOW_THREADS
-    free(m.memory);
+    model_free(&m);
     if (c.oom)
         PyErr_NoMemory();
     else
@@ -341,13 +512,17 @@ done:
     return result;
 }
 
-static PyObject *py_decode(PyObject *self, PyObject *args) {
+static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"payload", "width", "height", "k", "out", "model", NULL};
     Py_buffer payload, out;
     Py_ssize_t width, height;
     unsigned long k;
-    if (!PyArg_ParseTuple(args, "y*nnkw*", &payload, &width, &height, &k, &out)) return NULL;
+    int model = 3;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnkw*|i", keywords, &payload, &width, &height, &k, &out,
+                                     &model))
+        return NULL;
     PyObject *result = NULL;
-    if (check_shape(width, height, k, &out) < 0) goto done;
+    if (check_model(model) < 0 || check_shape(width, height, k, &out) < 0) goto done;
     if (k == 1) {
         if (payload.len != 0) {
             PyErr_Format(PyExc_ValueError, "a k = 1 context payload must be empty, this one has %zd bytes",
@@ -370,17 +545,15 @@ static PyObject *py_decode(PyObject *self, PyObject *args) {
         goto done;
     }
     for (int i = 0; i < 4; i++) c.code = (c.code << 8) | next_byte(&c);
-    if (model_init(&m, bits) < 0) {
+    if (model_init(&m, bits, model) < 0) {
         PyErr_NoMemory();
         goto done;
     }
+    Walk walk = walk_of(0, model, out.itemsize);
     Py_BEGIN_ALLOW_THREADS
-    if (out.itemsize == 1)
-        decode_u8(&c, &m, (uint8_t *)out.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
-    else
-        decode_u16(&c, &m, (uint16_t *)out.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
+    walk(&c, &m, out.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
     Py_END_ALLOW_THREADS
-    free(m.memory);
+    model_free(&m);
     if (c.underrun)
         PyErr_Format(PyExc_ValueError, "the coded stream ends early: its %zd bytes run out before the last label",
                      payload.len);
@@ -396,8 +569,10 @@ done:
 }
 
 static PyMethodDef methods[] = {
-    {"encode", py_encode, METH_VARARGS, "encode(labels, width, height, k) -> bytes: context-code a label array."},
-    {"decode", py_decode, METH_VARARGS, "decode(payload, width, height, k, out): decode labels into out."},
+    {"encode", (PyCFunction)(void (*)(void))py_encode, METH_VARARGS | METH_KEYWORDS,
+     "encode(labels, width, height, k, model=3) -> bytes: context-code a label array with model 3 or 4."},
+    {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
+     "decode(payload, width, height, k, out, model=3): decode labels into out (model 3 or 4)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,5 +1,6 @@
-"""A pure-Python decoder of the context coding, written from spec/kmq.md section 5.2 alone.
+"""A pure-Python decoder of the context coding, written from spec/kmq.md sections 5.2 and 5.3.1 alone.
 
+Model 3 is coding 3's model (5.2); model 4 is the model of coding 4's bands (5.3.1).
 Slow (tens of microseconds per pixel) and only for tests: it checks that the spec
 and the compiled kernel describe the same bitstream.
 """
@@ -31,15 +32,26 @@ def _stretch_table() -> list[int]:
 
 STRETCH = _stretch_table()
 
+T16 = (22, 36, 60, 98, 162, 267, 439, 720, 1179, 1921, 3108, 4971, 7812, 11955,
+       17625, 24743, 32768, 40793, 47911, 53581, 57724, 60565, 62428, 63615,
+       64357, 64816, 65097, 65269, 65374, 65438, 65476, 65500, 65514)
+
+
+def squash16(d: int) -> int:
+    i = d // 128 + 16
+    w = d - 128 * (d // 128)
+    return (T16[i] * (128 - w) + T16[i + 1] * w + 64) >> 7
+
 
 class Model:
     """An adaptive bit model: p (of a 1, 16 bits) and a count."""
 
-    __slots__ = ("p", "c")
+    __slots__ = ("p", "c", "limit")
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int = 60) -> None:
         self.p = 32768
         self.c = 0
+        self.limit = limit
 
     def adapt(self, bit: int) -> None:
         rate = 131072 // (2 * self.c + 3)
@@ -47,7 +59,7 @@ class Model:
             self.p += ((65536 - self.p) * rate) >> 16
         else:
             self.p -= (self.p * rate) >> 16
-        if self.c < 60:
+        if self.c < self.limit:
             self.c += 1
 
 
@@ -77,8 +89,8 @@ class RangeDecoder:
         return bit
 
 
-def decode_context(payload: bytes, width: int, height: int, k: int) -> list[int]:
-    """Decode a context payload to width*height labels (spec 5.2), raising StreamError as the spec rejects."""
+def decode_context(payload: bytes, width: int, height: int, k: int, model: int = 3) -> list[int]:
+    """Decode a context payload to width*height labels with model 3 (spec 5.2) or 4 (5.3.1); StreamError as the spec rejects."""
     n = width * height
     if k == 1:
         if payload:
@@ -93,11 +105,41 @@ def decode_context(payload: bytes, width: int, height: int, k: int) -> list[int]
     deep: dict[int, Model] = {}
     weights = [[16384] * 4 for _ in range(8)]
 
-    def get(table: dict, key) -> Model:
-        model = table.get(key)
-        if model is None:
-            model = table[key] = Model()
-        return model
+    # model 4 (5.3.1)
+    limit_tree = 30 if model == 4 else 60
+    if model == 4:
+        same = [[Model(255) for _ in range(1024)] for _ in range(4)]
+    diagm = [dict() for _ in range(4)]
+    runm = [dict() for _ in range(4)]
+    qw: dict[tuple[int, int], list[int]] = {}
+    apm: dict[tuple[int, int], list[int]] = {}
+    tw = [[[16384] * 4 for _ in range(4)] for _ in range(8)]
+
+    def get(table: dict, key, limit: int = 60) -> Model:
+        found = table.get(key)
+        if found is None:
+            found = table[key] = Model(limit)
+        return found
+
+    def question(j: int, pattern: int, pair: int, diag: int, runs: int) -> int:
+        ms = [same[j][pattern], get(pairm[j], pair, 255), get(diagm[j], diag, 255), get(runm[j], runs, 255)]
+        w = qw.setdefault((pattern, j), [22000, 22000, 22000, 22000, 0])
+        a = apm.setdefault((j, pattern), list(T16))
+        s = [STRETCH[m.p >> 4] for m in ms] + [256]
+        d = min(max(sum(wi * si for wi, si in zip(w, s)) // 65536, -2047), 2047)
+        q = squash16(d)
+        t = d + 2048
+        lo, f = t >> 7, t & 127
+        pa = (a[lo] * (128 - f) + a[lo + 1] * f + 64) >> 7
+        bit = rc.bit(min(max((q + 3 * pa + 2) >> 2, 32), 65504))
+        for m in ms:
+            m.adapt(bit)
+        u = lo + (f >> 6)
+        a[u] = a[u] + ((65535 - a[u]) >> 7) if bit else a[u] - (a[u] >> 7)
+        e = bit * 65536 - q
+        for i in range(5):
+            w[i] = min(max(w[i] + (s[i] * e) // 16384, -8388608), 8388608)
+        return bit
 
     def averaged(a: Model, c: Model) -> int:
         bit = rc.bit((a.p + c.p + 1) >> 1)
@@ -111,7 +153,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int) -> list[int]
         bit = rc.bit(min(max(q * 16, 32), 65504))
         for m in models:
             m.adapt(bit)
-        e = ((bit * 4096) - q) * 3
+        e = ((bit * 4096) - q) * (2 if model == 4 else 3)
         for i in range(4):
             w[i] = min(max(w[i] + (s[i] * e) // 1024, -8388608), 8388608)
         return bit
@@ -119,6 +161,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int) -> list[int]
     L = [0] * n
     for y in range(height):
         kind = 0
+        run = 0
         for x in range(width):
             def at(xx: int, yy: int) -> int:
                 return L[yy * width + xx]
@@ -137,13 +180,28 @@ def decode_context(payload: bytes, width: int, height: int, k: int) -> list[int]
             pattern = ((W == N) + 2 * (W == NW) + 4 * (N == NE) + 8 * (N == NW) + 16 * (W == WW)
                        + 32 * (N == NN) + 64 * (NW == NE) + 128 * (W == NE) + 256 * kind)
             pair = (W >> shift) * 256 + (N >> shift)
-            if averaged(same[0][pattern], get(pairm[0], pair)):
+            if model == 4:
+                above = 0
+                if y >= 1:
+                    while above < 8 and x + above < width and at(x + above, y - 1) == W:
+                        above += 1
+                runs = (above * 16 + min(run, 15)) * 256 + pattern % 256
+                diag = (NW >> shift) * 256 + (NE >> shift)
+                asked = [True, N != W, NW not in (W, N), NE not in (W, N, NW)]
+                questions = sum(asked)
+
+                def ask(j: int) -> int:
+                    return question(j, pattern, pair, diag, runs)
+            else:
+                def ask(j: int) -> int:
+                    return averaged(same[j][pattern], get(pairm[j], pair))
+            if ask(0):
                 s = W
-            elif N != W and averaged(same[1][pattern], get(pairm[1], pair)):
+            elif N != W and ask(1):
                 s = N
-            elif NW not in (W, N) and averaged(same[2][pattern], get(pairm[2], pair)):
+            elif NW not in (W, N) and ask(2):
                 s = NW
-            elif NE not in (W, N, NW) and averaged(same[3][pattern], get(pairm[3], pair)):
+            elif NE not in (W, N, NW) and ask(3):
                 s = NE
             else:
                 node = 1
@@ -152,16 +210,18 @@ def decode_context(payload: bytes, width: int, height: int, k: int) -> list[int]
                     if ((node * 2 + 1) << rest) - (1 << b) >= k:
                         bit = 0
                     elif d < 8:
-                        models = [get(tree[j], (v >> shift, node)) for j, v in enumerate((W, N, NW, NE))]
-                        bit = mixed(models, weights[d])
+                        models = [get(tree[j], (v >> shift, node), limit_tree)
+                                  for j, v in enumerate((W, N, NW, NE))]
+                        bit = mixed(models, tw[d][questions - 1] if model == 4 else weights[d])
                     else:
-                        model = get(deep, node)
-                        bit = rc.bit(model.p)
-                        model.adapt(bit)
+                        deep_model = get(deep, node)
+                        bit = rc.bit(deep_model.p)
+                        deep_model.adapt(bit)
                     node = node * 2 + bit
                 s = node - (1 << b)
             L[y * width + x] = s
             kind = 0 if s == W else 1 if s == N else 2 if s in (NW, NE) else 3
+            run = run + 1 if x > 0 and s == W else 1
     if rc.pos != len(payload):
         raise StreamError(f"{len(payload) - rc.pos} bytes left over")
     return L
