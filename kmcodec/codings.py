@@ -137,12 +137,17 @@ def _context_kernel():
     return _ctxcoder
 
 
+#: The kernel's context models: coding 3 is one stream of model 3 (spec 5.2), coding 4 bands of model 4 (5.3.1).
+CONTEXT1_MODEL = 3
+BAND_MODEL = 4
+
+
 def _flat_labels(labels: np.ndarray, header: Header) -> np.ndarray:
     return np.ascontiguousarray(labels.reshape(-1), dtype=label_dtype(header.label_bits))
 
 
 def _context_encode(labels: np.ndarray, header: Header) -> bytes:
-    return _context_kernel().encode(_flat_labels(labels, header), header.width, header.height, header.k)
+    return _context_kernel().encode(_flat_labels(labels, header), header.width, header.height, header.k, CONTEXT1_MODEL)
 
 
 #: Every context-coded label costs at least 0.0013 bits (no model probability exceeds 65475/65536),
@@ -154,10 +159,10 @@ def _context_min_bytes(pixels: int) -> int:
     return pixels // CONTEXT_MIN_PIXELS_PER_BYTE
 
 
-def _decode_stream(kernel, stream, width: int, height: int, k: int, out: np.ndarray) -> None:
+def _decode_stream(kernel, stream, width: int, height: int, k: int, out: np.ndarray, model: int) -> None:
     """Decode one context stream of width x height labels into out, turning the kernel's complaint into CodingError."""
     try:
-        kernel.decode(stream, width, height, k, out)
+        kernel.decode(stream, width, height, k, out, model)
     except ValueError as exc:
         raise CodingError(f"the context stream cannot be decoded: {exc}") from None
 
@@ -171,7 +176,7 @@ def _context_decode(payload: bytes, header: Header) -> np.ndarray:
         )
     out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
     try:
-        _decode_stream(kernel, payload, header.width, header.height, header.k, out)
+        _decode_stream(kernel, payload, header.width, header.height, header.k, out, CONTEXT1_MODEL)
     except CodingError as exc:
         raise CodingError(f"payload: {exc}") from None
     return out
@@ -183,7 +188,7 @@ def _banded_encode(labels: np.ndarray, header: Header) -> bytes:
         return b""
     width, k = header.width, header.k
     return banded.encode_bands(_flat_labels(labels, header), width, header.height,
-                               lambda band, rows: kernel.encode(band, width, rows, k))
+                               lambda band, rows: kernel.encode(band, width, rows, k, BAND_MODEL))
 
 
 def _banded_decode(payload: bytes, header: Header, workers: int | None = None) -> np.ndarray:
@@ -195,7 +200,7 @@ def _banded_decode(payload: bytes, header: Header, workers: int | None = None) -
     width, k = header.width, header.k
     parts = banded.split_bands(payload, width, header.height, _context_min_bytes)
     out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
-    banded.decode_bands(parts, width, out, lambda stream, rows, band: _decode_stream(kernel, stream, width, rows, k, band),
+    banded.decode_bands(parts, width, out, lambda stream, rows, band: _decode_stream(kernel, stream, width, rows, k, band, BAND_MODEL),
                         workers=workers)
     return out
 

@@ -1,7 +1,7 @@
 """A pure-Python decoder of coding 4's band layer, written from spec/kmq.md section 5.3 alone.
 
 It parses the band table with struct, cuts the rows as the spec says, and decodes each
-band with the reference context decoder; tests check it against the compiled path.
+band with the reference context decoder (model 4, spec 5.3.1); tests check it against the compiled path.
 """
 
 from __future__ import annotations
@@ -31,6 +31,6 @@ def decode_banded(payload: bytes, width: int, height: int, k: int) -> list[int]:
     offset = 2 + 4 * bands
     for i, length in enumerate(lengths):
         rows = (i + 1) * height // bands - i * height // bands
-        labels += decode_context(payload[offset : offset + length], width, rows, k)
+        labels += decode_context(payload[offset : offset + length], width, rows, k, model=4)
         offset += length
     return labels

@@ -32,7 +32,7 @@ def banded_payload(labels: np.ndarray, k: int, bands: int, workers: int | None =
     """A coding-4 payload of these labels with a chosen band count (the reference encoder picks it by size)."""
     height, width = labels.shape
     flat = np.ascontiguousarray(labels.reshape(-1), dtype=label_dtype(label_bits(k)))
-    return banded.encode_bands(flat, width, height, lambda band, rows: codings._ctxcoder.encode(band, width, rows, k),
+    return banded.encode_bands(flat, width, height, lambda band, rows: codings._ctxcoder.encode(band, width, rows, k, codings.BAND_MODEL),
                                bands=bands, workers=workers)
 
 
@@ -71,8 +71,8 @@ def test_every_band_starts_fresh(china: np.ndarray) -> None:
     payload = banded_payload(labels, 64, 3)
     offset = 2 + 4 * 3
     for (start, stop), length in zip(banded.band_rows(60, 3), struct.unpack(">3I", payload[2:14])):
-        alone = codings._ctxcoder.encode(np.ascontiguousarray(labels[start:stop]).reshape(-1), 80, stop - start, 64)
-        assert payload[offset : offset + length] == alone  # each band is the coding-3 stream of its rows alone
+        alone = codings._ctxcoder.encode(np.ascontiguousarray(labels[start:stop]).reshape(-1), 80, stop - start, 64, 4)
+        assert payload[offset : offset + length] == alone  # each band is the model-4 stream of its rows alone
         offset += length
 
 

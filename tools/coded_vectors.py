@@ -152,11 +152,11 @@ def corrupt_vectors(coding: str) -> list[dict]:
 
 def banded_payload(labels: np.ndarray, header: Header, bands: int) -> bytes:
     """A coding-4 payload with a chosen band count (the reference encoder picks 1 for small images)."""
-    from kmcodec.codings import _context_kernel
+    from kmcodec.codings import BAND_MODEL, _context_kernel
 
     kernel, width = _context_kernel(), header.width
     flat = np.ascontiguousarray(labels.reshape(-1))
-    return banded.encode_bands(flat, width, header.height, lambda band, rows: kernel.encode(band, width, rows, header.k),
+    return banded.encode_bands(flat, width, header.height, lambda band, rows: kernel.encode(band, width, rows, header.k, BAND_MODEL),
                                bands=bands, workers=1)
 
 
