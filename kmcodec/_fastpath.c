@@ -12,6 +12,73 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#define HAVE_PTHREADS 1
+#endif
+
+/* ---- a parallel loop over index ranges ----
+ * The callers split only work whose results do not depend on how it is split (per-point answers,
+ * or per-part results combined in part order), so any thread count gives the same bytes. Without
+ * pthreads, or when a thread cannot be started, the parts run one after another in this thread. */
+
+#define MAX_THREADS 16
+/* Below this many items per extra thread the start-up of a thread costs more than it saves. */
+#define MIN_ITEMS_PER_THREAD 8192
+
+typedef void (*range_fn)(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part);
+
+typedef struct {
+    range_fn fn;
+    void *ctx;
+    Py_ssize_t begin, end;
+    int part;
+} range_job;
+
+#ifdef HAVE_PTHREADS
+static void *run_range_job(void *arg) {
+    range_job *job = (range_job *)arg;
+    job->fn(job->ctx, job->begin, job->end, job->part);
+    return NULL;
+}
+#endif
+
+/* How many parts `n` items are split into for `threads` requested threads (1 when n is small). */
+static int parts_for(Py_ssize_t n, int threads) {
+    if (threads > MAX_THREADS) threads = MAX_THREADS;
+    if (threads < 1) threads = 1;
+    Py_ssize_t most = n / MIN_ITEMS_PER_THREAD;
+    if (most < 1) most = 1;
+    return threads < most ? threads : (int)most;
+}
+
+/* fn(ctx, begin, end, part) over `parts` consecutive ranges covering [0, n); call without the GIL. */
+static void parallel_for(range_fn fn, void *ctx, Py_ssize_t n, int parts) {
+    range_job jobs[MAX_THREADS];
+    if (parts < 1) parts = 1;
+    if (parts > MAX_THREADS) parts = MAX_THREADS;
+    for (int t = 0; t < parts; t++) {
+        jobs[t].fn = fn;
+        jobs[t].ctx = ctx;
+        jobs[t].begin = n * t / parts;
+        jobs[t].end = n * (t + 1) / parts;
+        jobs[t].part = t;
+    }
+#ifdef HAVE_PTHREADS
+    pthread_t tid[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int t = 1; t < parts; t++) started[t] = pthread_create(&tid[t], NULL, run_range_job, &jobs[t]) == 0;
+    fn(ctx, jobs[0].begin, jobs[0].end, 0);
+    for (int t = 1; t < parts; t++) {
+        if (started[t])
+            pthread_join(tid[t], NULL);
+        else
+            fn(ctx, jobs[t].begin, jobs[t].end, t);
+    }
+#else
+    for (int t = 0; t < parts; t++) fn(ctx, jobs[t].begin, jobs[t].end, t);
+#endif
+}
 
 /* ---- exact nearest centroid with a uniform grid over the centroids ---- */
 
@@ -168,13 +235,35 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t m
     return 0;
 }
 
+typedef struct {
+    const grid_t *grid;
+    const double *x;
+    const int32_t *hints;
+    int32_t *out;
+    double *out_dist;
+    int d;
+} nearest_job;
+
+static void nearest_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part) {
+    const nearest_job *job = (const nearest_job *)ctx;
+    int32_t previous = -1;
+    for (Py_ssize_t i = begin; i < end; i++) {
+        double dd;
+        previous = grid_nearest(job->grid, job->x + i * job->d, &dd, job->hints ? job->hints[i] : previous);
+        job->out[i] = previous;
+        if (job->out_dist) job->out_dist[i] = dd;
+    }
+}
+
 /* nearest(points f64[n*d], n, d, centroids f64[k*d], k, out_labels i32[n], out_dist f64[n] or None,
- *         hint i32[n] or None): without hints, each point starts from the previous point's answer. */
+ *         hint i32[n] or None, threads=1): without hints, each point starts from the previous point's
+ *         answer. The answers are exact, so splitting the points over threads changes nothing. */
 static PyObject *py_nearest(PyObject *self, PyObject *args) {
     PyObject *points_obj, *cent_obj, *labels_obj, *dist_obj, *hint_obj = Py_None;
     Py_ssize_t n;
-    int d, k;
-    if (!PyArg_ParseTuple(args, "OniOiOO|O", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &dist_obj, &hint_obj))
+    int d, k, threads = 1;
+    if (!PyArg_ParseTuple(args, "OniOiOO|Oi", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &dist_obj, &hint_obj,
+                          &threads))
         return NULL;
     if (n < 0 || d < 1 || d > MAX_DIMS || k < 1) return PyErr_Format(PyExc_ValueError, "bad sizes");
     Py_buffer points, cent, labels, dist = {0};
@@ -196,14 +285,9 @@ static PyObject *py_nearest(PyObject *self, PyObject *args) {
     const int32_t *hints = with_hint ? (const int32_t *)hint.buf : NULL;
     int32_t *out = (int32_t *)labels.buf;
     double *out_dist = with_dist ? (double *)dist.buf : NULL;
+    nearest_job job = {&s, x, hints, out, out_dist, d};
     Py_BEGIN_ALLOW_THREADS
-    int32_t previous = -1;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        double dd;
-        previous = grid_nearest(&s, x + i * d, &dd, hints ? hints[i] : previous);
-        out[i] = previous;
-        if (out_dist) out_dist[i] = dd;
-    }
+    parallel_for(nearest_range, &job, n, parts_for(n, threads));
     Py_END_ALLOW_THREADS
     grid_free(&s);
     if (with_hint) PyBuffer_Release(&hint);
@@ -266,9 +350,64 @@ static inline int32_t scan_two(const double *x, const double *c, int k, int d, d
     return best_index;
 }
 
+typedef struct {
+    const double *x, *c;
+    int32_t *lab;
+    double *up, *low, *out;
+    const double *moved, *half_gap;
+    double max1, max2;
+    int32_t arg1;
+    int k, d;
+    Py_ssize_t rescanned[MAX_THREADS];
+} hamerly_job;
+
+/* Hamerly's assignment of points [begin, end): each point's label, bounds and distance depend on it alone. */
+static void hamerly_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part) {
+    hamerly_job *job = (hamerly_job *)ctx;
+    const double *x = job->x, *c = job->c, *moved = job->moved, *half_gap = job->half_gap;
+    const double max1 = job->max1, max2 = job->max2;
+    const int32_t arg1 = job->arg1;
+    const int k = job->k, d = job->d;
+    int32_t *lab = job->lab;
+    double *up = job->up, *low = job->low, *out = job->out;
+    Py_ssize_t rescanned = 0;
+    for (Py_ssize_t i = begin; i < end; i++) {
+        const double *xi = x + i * d;
+        if (moved) {
+            int32_t a = lab[i];
+            double u = up[i] + moved[a] * (1.0 + 1e-12);
+            double l = low[i] - (a == arg1 ? max2 : max1) * (1.0 + 1e-12);
+            double z = l > half_gap[a] ? l : half_gap[a];
+            if (u < z) {
+                up[i] = u;
+                low[i] = l;
+                out[i] = distance2(xi, c + (size_t)a * d, d);
+                continue;
+            }
+            double dd = distance2(xi, c + (size_t)a * d, d);
+            u = sqrt(dd) * (1.0 + 1e-12);
+            if (u < z) {
+                up[i] = u;
+                low[i] = l;
+                out[i] = dd;
+                continue;
+            }
+        }
+        double first, second;
+        lab[i] = scan_two(xi, c, k, d, &first, &second);
+        up[i] = sqrt(first) * (1.0 + 1e-12);
+        low[i] = sqrt(second) * (1.0 - 1e-12);
+        out[i] = first;
+        rescanned++;
+    }
+    job->rescanned[part] = rescanned;
+}
+
 /* hamerly(points f64[n*d], n, d, centroids f64[k*d], k, labels i32[n], upper f64[n], lower f64[n],
- *         shift f64[k] or None, dist f64[n] [, weights f64[n], sums f64[k*d], totals f64[k]])
+ *         shift f64[k] or None, dist f64[n] [, weights f64[n] or None, sums, totals, threads=1])
  *         -> number of points fully rescanned.
+ * The points are split over `threads` threads (each point's answer depends on it alone); the sums
+ * are then accumulated in one thread, in point order, so every thread count gives the same bytes.
  * With weights, sums and totals (zeroed here) receive each cluster's weighted coordinate
  * sums and weight, accumulated in point order (as numpy's bincount does).
  * With shift None every point is scanned and the bounds set; otherwise the bounds are
@@ -278,9 +417,9 @@ static PyObject *py_hamerly(PyObject *self, PyObject *args) {
     PyObject *points_obj, *cent_obj, *labels_obj, *upper_obj, *lower_obj, *shift_obj, *dist_obj;
     PyObject *weights_obj = Py_None, *sums_obj = Py_None, *totals_obj = Py_None;
     Py_ssize_t n;
-    int d, k;
-    if (!PyArg_ParseTuple(args, "OniOiOOOOO|OOO", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &upper_obj,
-                          &lower_obj, &shift_obj, &dist_obj, &weights_obj, &sums_obj, &totals_obj))
+    int d, k, threads = 1;
+    if (!PyArg_ParseTuple(args, "OniOiOOOOO|OOOi", &points_obj, &n, &d, &cent_obj, &k, &labels_obj, &upper_obj,
+                          &lower_obj, &shift_obj, &dist_obj, &weights_obj, &sums_obj, &totals_obj, &threads))
         return NULL;
     Py_buffer wbuf = {0}, sbuf = {0}, tbuf = {0};
     int accumulate = weights_obj != Py_None;
@@ -347,35 +486,10 @@ static PyObject *py_hamerly(PyObject *self, PyObject *args) {
                 max2 = moved[j];
             }
         }
-    for (Py_ssize_t i = 0; i < n; i++) {
-        const double *xi = x + i * d;
-        if (moved) {
-            int32_t a = lab[i];
-            double u = up[i] + moved[a] * (1.0 + 1e-12);
-            double l = low[i] - (a == arg1 ? max2 : max1) * (1.0 + 1e-12);
-            double z = l > half_gap[a] ? l : half_gap[a];
-            if (u < z) {
-                up[i] = u;
-                low[i] = l;
-                out[i] = distance2(xi, c + (size_t)a * d, d);
-                continue;
-            }
-            double dd = distance2(xi, c + (size_t)a * d, d);
-            u = sqrt(dd) * (1.0 + 1e-12);
-            if (u < z) {
-                up[i] = u;
-                low[i] = l;
-                out[i] = dd;
-                continue;
-            }
-        }
-        double first, second;
-        lab[i] = scan_two(xi, c, k, d, &first, &second);
-        up[i] = sqrt(first) * (1.0 + 1e-12);
-        low[i] = sqrt(second) * (1.0 - 1e-12);
-        out[i] = first;
-        rescanned++;
-    }
+    hamerly_job job = {x, c, lab, up, low, out, moved, half_gap, max1, max2, arg1, k, d, {0}};
+    int parts = parts_for(n, threads);
+    parallel_for(hamerly_range, &job, n, parts);
+    for (int t = 0; t < parts; t++) rescanned += job.rescanned[t];
     if (accumulate) {
         const double *w = (const double *)wbuf.buf;
         double *sums = (double *)sbuf.buf, *totals = (double *)tbuf.buf;
@@ -422,6 +536,234 @@ f1:
         PyBuffer_Release(&wbuf);
     }
     return NULL;
+}
+
+/* ---- the split start: divide the cluster of largest squared error until there are k ---- */
+
+/* Every sum here runs sequentially in a stated order, and kmcodec/kmeans.py's numpy version makes
+ * the same sums in the same order (np.cumsum), so both give the same bits. */
+
+typedef struct {
+    Py_ssize_t lo, hi; /* a segment of `order` */
+    double sse;
+    Py_ssize_t counter; /* when it was made: ties of sse go to the older cluster */
+} cluster_t;
+
+typedef struct {
+    double value;
+    Py_ssize_t position;
+} sort_item;
+
+/* A 64-bit key that orders like the double (the usual sign flip), with -0.0 equal to +0.0 as in C. */
+static inline uint64_t order_key(double value) {
+    uint64_t bits;
+    if (value == 0.0) value = 0.0;
+    memcpy(&bits, &value, sizeof bits);
+    return (bits >> 63) ? ~bits : bits | ((uint64_t)1 << 63);
+}
+
+/* Stable sort of items[0:size] by value (ties keep their order): insertion sort when short, else
+ * least-significant-byte-first radix sort of the order keys through `spare`, skipping the bytes that
+ * all keys share (doubles made from float32 have four). */
+static void stable_sort_items(sort_item *items, sort_item *spare, Py_ssize_t size) {
+    if (size < 48) {
+        for (Py_ssize_t i = 1; i < size; i++) {
+            sort_item item = items[i];
+            Py_ssize_t j = i;
+            while (j > 0 && items[j - 1].value > item.value) {
+                items[j] = items[j - 1];
+                j--;
+            }
+            items[j] = item;
+        }
+        return;
+    }
+    sort_item *from = items, *to = spare;
+    for (int shift = 0; shift < 64; shift += 8) {
+        Py_ssize_t start[257] = {0};
+        for (Py_ssize_t i = 0; i < size; i++) start[((order_key(from[i].value) >> shift) & 0xFFu) + 1]++;
+        int shared = 0;
+        for (int b = 0; b < 256; b++)
+            if (start[b + 1] == size) shared = 1;
+        if (shared) continue;
+        for (int b = 0; b < 256; b++) start[b + 1] += start[b];
+        for (Py_ssize_t i = 0; i < size; i++) to[start[(order_key(from[i].value) >> shift) & 0xFFu]++] = from[i];
+        sort_item *swap = from;
+        from = to;
+        to = swap;
+    }
+    if (from != items) memcpy(items, from, sizeof(sort_item) * (size_t)size);
+}
+
+/* Weighted squared error of the points order[lo:hi] about their weighted mean. */
+static double segment_sse(const double *x, const double *w, const int32_t *order, Py_ssize_t lo, Py_ssize_t hi, int d) {
+    double total = 0.0, sums[MAX_DIMS] = {0}, mean[MAX_DIMS];
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        const double *p = x + (size_t)order[i] * d;
+        total += w[order[i]];
+        for (int a = 0; a < d; a++) sums[a] += w[order[i]] * p[a];
+    }
+    for (int a = 0; a < d; a++) mean[a] = sums[a] / total;
+    double sse = 0.0;
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        const double *p = x + (size_t)order[i] * d;
+        double e = 0.0;
+        for (int a = 0; a < d; a++) {
+            double diff = p[a] - mean[a];
+            e += diff * diff;
+        }
+        sse += w[order[i]] * e;
+    }
+    return sse;
+}
+
+/* Sort order[lo:hi] (stably) along the axis of largest weighted variance and return the cut (1..size-1)
+ * that maximizes |sum_L|^2/w_L + |sum_R|^2/w_R between distinct coordinates (size/2 if there is none). */
+static Py_ssize_t best_split(const double *x, const double *w, int32_t *order, Py_ssize_t lo, Py_ssize_t hi, int d,
+                             sort_item *items, sort_item *spare, int32_t *sorted) {
+    Py_ssize_t size = hi - lo;
+    double total = 0.0, sums[MAX_DIMS] = {0}, mean[MAX_DIMS], variance[MAX_DIMS] = {0};
+    for (Py_ssize_t i = lo; i < hi; i++) {
+        total += w[order[i]];
+        for (int a = 0; a < d; a++) sums[a] += w[order[i]] * x[(size_t)order[i] * d + a];
+    }
+    for (int a = 0; a < d; a++) mean[a] = sums[a] / total;
+    for (Py_ssize_t i = lo; i < hi; i++)
+        for (int a = 0; a < d; a++) {
+            double diff = x[(size_t)order[i] * d + a] - mean[a];
+            variance[a] += w[order[i]] * (diff * diff);
+        }
+    int axis = 0;
+    for (int a = 1; a < d; a++)
+        if (variance[a] > variance[axis]) axis = a;
+    for (Py_ssize_t i = 0; i < size; i++) {
+        items[i].value = x[(size_t)order[lo + i] * d + axis];
+        items[i].position = i;
+    }
+    stable_sort_items(items, spare, size);
+    /* apply the permutation to the segment (items[i].position is an offset into the old segment) */
+    for (Py_ssize_t i = 0; i < size; i++) sorted[i] = order[lo + items[i].position];
+    memcpy(order + lo, sorted, sizeof(int32_t) * (size_t)size);
+    double all_w = 0.0, all_wx[MAX_DIMS] = {0};
+    for (Py_ssize_t i = 0; i < size; i++) {
+        all_w += w[order[lo + i]];
+        for (int a = 0; a < d; a++) all_wx[a] += w[order[lo + i]] * x[(size_t)order[lo + i] * d + a];
+    }
+    double cum_w = 0.0, cum_wx[MAX_DIMS] = {0}, best = -INFINITY;
+    Py_ssize_t cut = -1;
+    for (Py_ssize_t i = 0; i + 1 < size; i++) {
+        const double *p = x + (size_t)order[lo + i] * d;
+        cum_w += w[order[lo + i]];
+        for (int a = 0; a < d; a++) cum_wx[a] += w[order[lo + i]] * p[a];
+        if (x[(size_t)order[lo + i + 1] * d + axis] == p[axis]) continue;
+        double left = 0.0, right = 0.0, right_w = all_w - cum_w;
+        for (int a = 0; a < d; a++) {
+            double r = all_wx[a] - cum_wx[a];
+            left += cum_wx[a] * cum_wx[a];
+            right += r * r;
+        }
+        double gain = left / cum_w + right / (right_w > 1e-300 ? right_w : 1e-300);
+        if (gain > best) {
+            best = gain;
+            cut = i + 1;
+        }
+    }
+    return cut < 0 ? size / 2 : cut;
+}
+
+static int compare_first_member(const void *a, const void *b) {
+    int32_t x = ((const int32_t *)a)[0], y = ((const int32_t *)b)[0];
+    return (x > y) - (x < y);
+}
+
+/* split_start(points f64[n*d], n, d, weights f64[n], k, out f64[k*d]) -> number of centroids (<= k).
+ * Repeatedly split the cluster of largest weighted squared error (ties: the older) at best_split,
+ * until there are k clusters or none can be split; the centroids are the clusters' weighted means,
+ * ordered by each cluster's first member. */
+static PyObject *py_split_start(PyObject *self, PyObject *args) {
+    PyObject *points_obj, *weights_obj, *out_obj;
+    Py_ssize_t n;
+    int d, k;
+    if (!PyArg_ParseTuple(args, "OniOiO", &points_obj, &n, &d, &weights_obj, &k, &out_obj)) return NULL;
+    if (n < 1 || n > INT32_MAX || d < 1 || d > MAX_DIMS || k < 1) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer points, weights, out;
+    if (get_buffer(points_obj, &points, 0, n * d * 8, "points") < 0) return NULL;
+    if (get_buffer(weights_obj, &weights, 0, n * 8, "weights") < 0) {
+        PyBuffer_Release(&points);
+        return NULL;
+    }
+    if (get_buffer(out_obj, &out, 1, (Py_ssize_t)k * d * 8, "out") < 0) {
+        PyBuffer_Release(&weights);
+        PyBuffer_Release(&points);
+        return NULL;
+    }
+    const double *x = (const double *)points.buf, *w = (const double *)weights.buf;
+    double *centroids = (double *)out.buf;
+    int32_t *order = malloc(sizeof(int32_t) * (size_t)n);
+    sort_item *items = malloc(sizeof(sort_item) * (size_t)n), *spare = malloc(sizeof(sort_item) * (size_t)n);
+    int32_t *sorted = malloc(sizeof(int32_t) * (size_t)n);
+    cluster_t *active = malloc(sizeof(cluster_t) * (size_t)k);
+    cluster_t *finished = malloc(sizeof(cluster_t) * (size_t)k);
+    int32_t *firsts = malloc(sizeof(int32_t) * 2 * (size_t)k);
+    int made = 0;
+    if (order && items && spare && sorted && active && finished && firsts) {
+        Py_BEGIN_ALLOW_THREADS
+        for (Py_ssize_t i = 0; i < n; i++) order[i] = (int32_t)i;
+        Py_ssize_t counter = 0;
+        int n_active = 0, n_finished = 0;
+        active[n_active++] = (cluster_t){0, n, segment_sse(x, w, order, 0, n, d), counter++};
+        while (n_active > 0 && n_active + n_finished < k) {
+            int top = 0;
+            for (int j = 1; j < n_active; j++)
+                if (active[j].sse > active[top].sse ||
+                    (active[j].sse == active[top].sse && active[j].counter < active[top].counter))
+                    top = j;
+            cluster_t c = active[top];
+            active[top] = active[--n_active];
+            if (c.hi - c.lo < 2 || c.sse == 0.0) {
+                finished[n_finished++] = c;
+                continue;
+            }
+            Py_ssize_t cut = best_split(x, w, order, c.lo, c.hi, d, items, spare, sorted);
+            active[n_active++] = (cluster_t){c.lo, c.lo + cut, segment_sse(x, w, order, c.lo, c.lo + cut, d), counter++};
+            active[n_active++] = (cluster_t){c.lo + cut, c.hi, segment_sse(x, w, order, c.lo + cut, c.hi, d), counter++};
+        }
+        /* (first member, cluster number) pairs, sorted by first member */
+        for (int j = 0; j < n_finished; j++) {
+            firsts[2 * j] = order[finished[j].lo];
+            firsts[2 * j + 1] = j;
+        }
+        for (int j = 0; j < n_active; j++) {
+            firsts[2 * (n_finished + j)] = order[active[j].lo];
+            firsts[2 * (n_finished + j) + 1] = n_finished + j;
+        }
+        made = n_finished + n_active;
+        qsort(firsts, (size_t)made, 2 * sizeof(int32_t), compare_first_member);
+        for (int j = 0; j < made; j++) {
+            int id = firsts[2 * j + 1];
+            cluster_t c = id < n_finished ? finished[id] : active[id - n_finished];
+            double total = 0.0, sums[MAX_DIMS] = {0};
+            for (Py_ssize_t i = c.lo; i < c.hi; i++) {
+                total += w[order[i]];
+                for (int a = 0; a < d; a++) sums[a] += w[order[i]] * x[(size_t)order[i] * d + a];
+            }
+            for (int a = 0; a < d; a++) centroids[(size_t)j * d + a] = sums[a] / total;
+        }
+        Py_END_ALLOW_THREADS
+    }
+    int failed = !(order && items && spare && sorted && active && finished && firsts);
+    free(order);
+    free(items);
+    free(spare);
+    free(sorted);
+    free(active);
+    free(finished);
+    free(firsts);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&weights);
+    PyBuffer_Release(&points);
+    if (failed) return PyErr_NoMemory();
+    return PyLong_FromLong(made);
 }
 
 /* ---- Floyd-Steinberg error diffusion (serpentine) onto a fixed palette ---- */
@@ -498,14 +840,26 @@ static PyObject *py_dither(PyObject *self, PyObject *args) {
 
 /* ---- colour histogram of RGB pixels over 24-bit keys ---- */
 
-static int compare_u32(const void *a, const void *b) {
-    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
-    return (x > y) - (x < y);
+/* Sort 24-bit keys ascending: least significant digit first, 8 bits per pass, through `spare` (m entries). */
+static void radix_sort_24(uint32_t *keys, uint32_t *spare, size_t m) {
+    for (int shift = 0; shift < 24; shift += 8) {
+        size_t start[257] = {0};
+        for (size_t j = 0; j < m; j++) start[((keys[j] >> shift) & 0xFFu) + 1]++;
+        for (int b = 0; b < 256; b++) start[b + 1] += start[b];
+        for (size_t j = 0; j < m; j++) spare[start[(keys[j] >> shift) & 0xFFu]++] = keys[j];
+        uint32_t *swap = keys;
+        keys = spare;
+        spare = swap;
+    }
+    /* after an odd number of passes the sorted keys are in the other buffer: copy them back */
+    memcpy(spare, keys, m * sizeof(uint32_t));
 }
 
 /* histogram(pixels u8[n*3], n) -> (keys bytes of u32, counts bytes of i64), keys ascending.
  * The count table is calloc'd (the OS hands out zero pages lazily), and distinct keys
- * are collected as they first appear, so the cost is O(n + m log m), not O(2^24). */
+ * are collected as they first appear and radix-sorted, so the cost is O(n + m), not O(2^24).
+ * (One thread: split by key range every thread would read every pixel, which is most of the cost;
+ * split by pixels the threads would need a 64 MiB table each or atomic counts.) */
 static PyObject *py_histogram(PyObject *self, PyObject *args) {
     PyObject *pix_obj;
     Py_ssize_t n;
@@ -515,7 +869,7 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
     if (get_buffer(pix_obj, &pix, 0, n * 3, "pixels") < 0) return NULL;
     uint32_t *table = calloc((size_t)1 << 24, sizeof(uint32_t));
     size_t capacity = 1 << 16, m = 0;
-    uint32_t *keys = malloc(capacity * sizeof(uint32_t));
+    uint32_t *keys = malloc(capacity * sizeof(uint32_t)), *spare = NULL;
     int failed = !table || !keys;
     const uint8_t *src = (const uint8_t *)pix.buf;
     Py_BEGIN_ALLOW_THREADS
@@ -534,7 +888,14 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
             keys[m++] = key;
         }
     }
-    if (!failed) qsort(keys, m, sizeof(uint32_t), compare_u32);
+    if (!failed) {
+        spare = malloc((m ? m : 1) * sizeof(uint32_t));
+        if (spare)
+            radix_sort_24(keys, spare, m);
+        else
+            failed = 1;
+        free(spare);
+    }
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&pix);
     if (failed) {
@@ -562,12 +923,35 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
     return Py_BuildValue("(NN)", keys_out, counts_out);
 }
 
-/* map_rgb(pixels u8[n*3], n, keys u32[m], m, labels_of_keys u16[m], out u8[n] or u16[n], out_bytes) */
+typedef struct {
+    const uint8_t *src;
+    const uint16_t *table;
+    void *dst;
+    int out_bytes;
+} map_job;
+
+static void map_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part) {
+    const map_job *job = (const map_job *)ctx;
+    const uint8_t *src = job->src;
+    const uint16_t *table = job->table;
+    if (job->out_bytes == 1) {
+        uint8_t *dst = (uint8_t *)job->dst;
+        for (Py_ssize_t i = begin; i < end; i++)
+            dst[i] = (uint8_t)table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
+    } else {
+        uint16_t *dst = (uint16_t *)job->dst;
+        for (Py_ssize_t i = begin; i < end; i++)
+            dst[i] = table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
+    }
+}
+
+/* map_rgb(pixels u8[n*3], n, keys u32[m], m, labels_of_keys u16[m], out u8[n] or u16[n], out_bytes, threads=1) */
 static PyObject *py_map_rgb(PyObject *self, PyObject *args) {
     PyObject *pix_obj, *keys_obj, *lab_obj, *out_obj;
     Py_ssize_t n, m;
-    int out_bytes;
-    if (!PyArg_ParseTuple(args, "OnOnOOi", &pix_obj, &n, &keys_obj, &m, &lab_obj, &out_obj, &out_bytes)) return NULL;
+    int out_bytes, threads = 1;
+    if (!PyArg_ParseTuple(args, "OnOnOOi|i", &pix_obj, &n, &keys_obj, &m, &lab_obj, &out_obj, &out_bytes, &threads))
+        return NULL;
     if (n < 0 || m < 0 || (out_bytes != 1 && out_bytes != 2)) return PyErr_Format(PyExc_ValueError, "bad sizes");
     Py_buffer pix, keys, lab, out;
     if (get_buffer(pix_obj, &pix, 0, n * 3, "pixels") < 0) return NULL;
@@ -593,15 +977,8 @@ static PyObject *py_map_rgb(PyObject *self, PyObject *args) {
         const uint16_t *ld = (const uint16_t *)lab.buf;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t j = 0; j < m; j++) table[kd[j] & 0xFFFFFFu] = ld[j];
-        if (out_bytes == 1) {
-            uint8_t *dst = (uint8_t *)out.buf;
-            for (Py_ssize_t i = 0; i < n; i++)
-                dst[i] = (uint8_t)table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
-        } else {
-            uint16_t *dst = (uint16_t *)out.buf;
-            for (Py_ssize_t i = 0; i < n; i++)
-                dst[i] = table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
-        }
+        map_job job = {src, table, out.buf, out_bytes};
+        parallel_for(map_range, &job, n, parts_for(n, threads));
         Py_END_ALLOW_THREADS
         free(table);
     }
@@ -768,6 +1145,7 @@ static PyObject *py_expand(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"nearest", py_nearest, METH_VARARGS, "Exact nearest centroid (lowest index on ties) of each point."},
     {"hamerly", py_hamerly, METH_VARARGS, "Exact Lloyd assignment that skips points Hamerly's bounds settle."},
+    {"split_start", py_split_start, METH_VARARGS, "k starting centroids by splitting the cluster of largest error."},
     {"dither", py_dither, METH_VARARGS, "Serpentine Floyd-Steinberg error diffusion onto a palette."},
     {"histogram", py_histogram, METH_VARARGS, "Distinct 24-bit colours (ascending) and their pixel counts."},
     {"map_rgb", py_map_rgb, METH_VARARGS, "Label of every RGB pixel through a 24-bit lookup table."},

@@ -9,6 +9,8 @@ or in place with `python setup.py build_ext --inplace`.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 try:
@@ -18,6 +20,19 @@ except ImportError:  # not built: the numpy paths below are used
 
 #: Elements of a temporary (points, centroids) distance block in the numpy paths.
 BLOCK_ELEMENTS = 1 << 21
+#: Threads the C loops may split work over (None: the cores this process may run on). Results never
+#: depend on it: the split loops compute each point's answer alone and sum in one fixed order.
+MAX_THREADS: int | None = None
+
+
+def threads() -> int:
+    """Threads the C loops use: MAX_THREADS, or the cores this process may run on."""
+    if MAX_THREADS is not None:
+        return max(1, MAX_THREADS)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def have_c_extension() -> bool:
@@ -40,7 +55,7 @@ def nearest(
     dist = np.empty(n, dtype=np.float64)
     if (_c is not None) if use_c is None else use_c:
         hints = None if hint is None else np.ascontiguousarray(hint, dtype=np.int32)
-        _c.nearest(x, n, dims, c, k, labels, dist, hints)
+        _c.nearest(x, n, dims, c, k, labels, dist, hints, threads())
         return labels, dist
     step = max(1, BLOCK_ELEMENTS // k)
     for start in range(0, n, step):
@@ -92,15 +107,30 @@ class BoundedAssigner:
             return self.labels, self.dist, sums, totals
         shift = None if self.previous is None else np.sqrt(((c - self.previous) ** 2).sum(axis=1))
         if weights is None:
-            _c.hamerly(self.points, n, dims, c, k, self.labels, self.upper, self.lower, shift, self.dist)
+            _c.hamerly(
+                self.points, n, dims, c, k, self.labels, self.upper, self.lower, shift, self.dist, None, None, None,
+                threads(),
+            )
             sums = totals = None
         else:
             sums = np.empty((k, dims), dtype=np.float64)
             totals = np.empty(k, dtype=np.float64)
             w = np.ascontiguousarray(weights, dtype=np.float64)
-            _c.hamerly(self.points, n, dims, c, k, self.labels, self.upper, self.lower, shift, self.dist, w, sums, totals)
+            _c.hamerly(
+                self.points, n, dims, c, k, self.labels, self.upper, self.lower, shift, self.dist, w, sums, totals,
+                threads(),
+            )
         self.previous = c.copy()
         return self.labels, self.dist, sums, totals
+
+
+def split_start(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray | None:
+    """kmeans.split_start's centroids from the C extension (same bits as its numpy code), or None without it."""
+    if _c is None:
+        return None
+    out = np.empty((k, points.shape[1]), dtype=np.float64)
+    made = _c.split_start(points, points.shape[0], points.shape[1], weights, k, out)
+    return out[:made].copy() if made < k else out
 
 
 def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: bool | None = None) -> np.ndarray:
@@ -149,7 +179,7 @@ def map_rgb(flat: np.ndarray, keys: np.ndarray, key_labels: np.ndarray, dtype: n
     out = np.empty(flat.shape[0], dtype=dtype)
     labels16 = np.ascontiguousarray(key_labels, dtype=np.uint16)
     _c.map_rgb(np.ascontiguousarray(flat), flat.shape[0], np.ascontiguousarray(keys, dtype=np.uint32),
-               keys.size, labels16, out, out.itemsize)
+               keys.size, labels16, out, out.itemsize, threads())
     return out
 
 

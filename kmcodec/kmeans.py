@@ -18,22 +18,27 @@ from .nearest import nearest_centroid
 
 
 def split_start(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
-    """k starting centroids (float64) by repeatedly splitting the cluster of largest weighted squared error."""
+    """k starting centroids (float64) by repeatedly splitting the cluster of largest weighted squared error.
+
+    Ties of error go to the older cluster; a cluster of one point or no error is left whole. The
+    centroids are the clusters' weighted means, ordered by each cluster's first member. The C
+    extension and the numpy code below make the same sums in the same order (sequential, as
+    np.cumsum does), so they return the same bits.
+    """
     n = points.shape[0]
     if k >= n:
         return points.astype(np.float64)
-    data = points.astype(np.float64)
+    data = np.ascontiguousarray(points, dtype=np.float64)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
+    fast = fastpath.split_start(data, w, k)
+    if fast is not None:
+        return fast
     heap: list[tuple[float, int, np.ndarray]] = []
     counter = 0
 
     def push(index: np.ndarray) -> None:
         nonlocal counter
-        w = weights[index]
-        x = data[index]
-        total = w.sum()
-        mean = (w[:, None] * x).sum(axis=0) / total
-        sse = float((w * ((x - mean) ** 2).sum(axis=1)).sum())
-        heapq.heappush(heap, (-sse, counter, index))
+        heapq.heappush(heap, (-_sse(data[index], w[index]), counter, index))
         counter += 1
 
     push(np.arange(n))
@@ -43,16 +48,36 @@ def split_start(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
         if index.size < 2 or neg_sse == 0.0:
             finished.append(index)
             continue
-        left, right = _best_split(data[index], weights[index])
-        push(index[left])
-        push(index[right])
+        ordered, cut = _best_split(data[index], w[index])
+        index = index[ordered]
+        push(index[:cut])
+        push(index[cut:])
     groups = finished + [entry[2] for entry in heap]
     groups.sort(key=lambda g: int(g[0]))  # order by first member, so the result does not depend on heap ties
     centroids = np.empty((len(groups), points.shape[1]), dtype=np.float64)
     for i, index in enumerate(groups):
-        w = weights[index]
-        centroids[i] = (w[:, None] * data[index]).sum(axis=0) / w.sum()
+        total, sums = _sequential_sums(data[index], w[index])
+        centroids[i] = sums / total
     return centroids
+
+
+def _sequential_sums(x: np.ndarray, w: np.ndarray) -> tuple[float, np.ndarray]:
+    """(sum of w, sum of w * x per axis), each added up in point order."""
+    return np.cumsum(w)[-1], np.cumsum(w[:, None] * x, axis=0)[-1]
+
+
+def _squared_norms(v: np.ndarray) -> np.ndarray:
+    """Squared length of each row, summed over the axes in order."""
+    total = v[:, 0] * v[:, 0]
+    for a in range(1, v.shape[1]):
+        total = total + v[:, a] * v[:, a]
+    return total
+
+
+def _sse(x: np.ndarray, w: np.ndarray) -> float:
+    """Weighted squared error of points about their weighted mean (sequential sums)."""
+    total, sums = _sequential_sums(x, w)
+    return float(np.cumsum(w * _squared_norms(x - sums / total))[-1])
 
 
 def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
@@ -85,28 +110,28 @@ def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int)
     return x[centres]
 
 
-def _best_split(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Split a cluster along its axis of largest variance where the two halves' total error is least."""
-    total = w.sum()
-    mean = (w[:, None] * x).sum(axis=0) / total
-    variance = (w[:, None] * (x - mean) ** 2).sum(axis=0)
+def _best_split(x: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, int]:
+    """(stable order along the axis of largest variance, cut): the cut maximizes the between-halves term.
+
+    The error of a split is const - |sum_L|^2/w_L - |sum_R|^2/w_R; only cuts between distinct
+    coordinates count (equal points stay together); without one the cut is the middle.
+    """
+    total, sums = _sequential_sums(x, w)
+    diff = x - sums / total
+    variance = np.cumsum(w[:, None] * (diff * diff), axis=0)[-1]
     axis = int(np.argmax(variance))
     order = np.argsort(x[:, axis], kind="stable")
     xs = x[order]
     ws = w[order]
-    cum_w = np.cumsum(ws)[:-1]
-    cum_wx = np.cumsum(ws[:, None] * xs, axis=0)[:-1]
-    total_wx = (ws[:, None] * xs).sum(axis=0)
-    # Error of a split = const - |sum_L|^2/w_L - |sum_R|^2/w_R: maximize the between-halves term.
-    right_w = total - cum_w
-    gain = (cum_wx**2).sum(axis=1) / cum_w + ((total_wx - cum_wx) ** 2).sum(axis=1) / np.maximum(right_w, 1e-300)
-    # Only split between distinct coordinate values, so equal points stay together.
+    cum_w_all = np.cumsum(ws)
+    cum_wx_all = np.cumsum(ws[:, None] * xs, axis=0)
+    cum_w, cum_wx = cum_w_all[:-1], cum_wx_all[:-1]
+    right_w = cum_w_all[-1] - cum_w
+    gain = _squared_norms(cum_wx) / cum_w + _squared_norms(cum_wx_all[-1] - cum_wx) / np.maximum(right_w, 1e-300)
     gain[xs[1:, axis] == xs[:-1, axis]] = -np.inf
     if not np.isfinite(gain).any():
-        cut = xs.shape[0] // 2
-    else:
-        cut = int(np.argmax(gain)) + 1
-    return order[:cut], order[cut:]
+        return order, xs.shape[0] // 2
+    return order, int(np.argmax(gain)) + 1
 
 
 #: Up to this many centroids Lloyd rounds use Hamerly's bounds with full scans; above, the pruned grid.

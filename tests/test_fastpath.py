@@ -45,3 +45,50 @@ def test_decoded_photo_equals_its_labels_through_the_palette(china: np.ndarray) 
     image = kmcodec.quantize(china, 64, speed=8)
     decoded = kmcodec.decode(kmcodec.encode(image))
     assert np.array_equal(decoded.to_array(), image.palette[image.labels])
+
+
+@pytest.mark.parametrize("k", [64, 256])
+def test_thread_count_does_not_change_the_result(china: np.ndarray, k: int, monkeypatch) -> None:
+    """The C loops split points over threads; any split must give the same palette and labels."""
+    from kmcodec.quantize import quantize_pixels
+
+    monkeypatch.setattr(fastpath, "MAX_THREADS", 1)
+    one = quantize_pixels(china, k, seed=5)
+    monkeypatch.setattr(fastpath, "MAX_THREADS", 4)  # more parts than this machine may have cores
+    four = quantize_pixels(china, k, seed=5)
+    assert np.array_equal(one[0], four[0]) and np.array_equal(one[1], four[1])
+
+
+def test_nearest_and_bounded_assignment_split_over_threads_agree(flower: np.ndarray, monkeypatch) -> None:
+    colours = np.unique(flower.reshape(-1, 3), axis=0).astype(np.float64)
+    rng = np.random.default_rng(3)
+    centroids = colours[rng.choice(colours.shape[0], 100, replace=False)] + 0.25
+    weights = rng.integers(1, 50, colours.shape[0]).astype(np.float64)
+    results = []
+    for threads in (1, 3):
+        monkeypatch.setattr(fastpath, "MAX_THREADS", threads)
+        labels, dist = fastpath.nearest(colours, centroids)
+        assigner = fastpath.BoundedAssigner(colours)
+        first = [np.copy(part) for part in assigner.assign(centroids, weights)]  # the assigner reuses its arrays
+        second = assigner.assign(centroids * 0.99 + 1.0, weights)  # bounds carried over, partial rescans
+        results.append([labels, dist, *first, *second])
+    for mine, theirs in zip(*results):
+        assert np.array_equal(mine, theirs)
+    assert np.array_equal(results[0][0], results[0][2])  # nearest and the bounded scan agree
+
+
+@pytest.mark.parametrize("k", [1, 7, 64, 300])
+def test_split_start_c_matches_numpy(china: np.ndarray, k: int, monkeypatch) -> None:
+    from kmcodec.kmeans import split_start
+    from kmcodec.quantize import colour_histogram, reduce_histogram
+
+    if not fastpath.have_c_extension():
+        pytest.skip("C extension not built: only one path to compare")
+    histogram = colour_histogram(np.ascontiguousarray(china[::2, ::2]))
+    points, weights = reduce_histogram(
+        histogram.colours.astype(np.float32), histogram.colours, histogram.counts, 4096
+    )  # merged cells: fractional coordinates
+    fast = split_start(points, weights, k)
+    monkeypatch.setattr(fastpath, "_c", None)
+    slow = split_start(points, weights, k)
+    assert fast.shape == (k, 3) and np.array_equal(fast, slow)
