@@ -225,6 +225,107 @@ static inline int32_t grid_nearest(const grid_t *g, const double *x, double *dis
     return best_index;
 }
 
+/* ---- exact nearest centroid by a sorted projection (fewer centroids) ----
+ * Centroids sorted along their axis of widest spread; from the point's position in that order the
+ * search walks both ways until the axis distance alone exceeds the best squared distance found (a
+ * sum of non-negative squares is never below one of its terms, so nothing nearer is skipped). */
+
+/* Up to this many centroids the projection search beats the grid's ring walk. */
+#define SLAB_MAX_K 1024
+
+typedef struct {
+    int k, d, axis;
+    const double *centroids; /* caller's, k * d */
+    double *key;             /* k: sorted coordinates along axis */
+    int32_t *index;          /* k: centroid of each sorted position */
+} slab_t;
+
+static int slab_init(slab_t *s, const double *centroids, int k, int d) {
+    s->k = k;
+    s->d = d;
+    s->centroids = centroids;
+    s->axis = 0;
+    double widest = -1.0;
+    for (int a = 0; a < d; a++) {
+        double lo = INFINITY, hi = -INFINITY;
+        for (int j = 0; j < k; j++) {
+            double v = centroids[(size_t)j * d + a];
+            if (v < lo) lo = v;
+            if (v > hi) hi = v;
+        }
+        if (hi - lo > widest) {
+            widest = hi - lo;
+            s->axis = a;
+        }
+    }
+    s->key = malloc(sizeof(double) * (size_t)k);
+    s->index = malloc(sizeof(int32_t) * (size_t)k);
+    if (!s->key || !s->index) {
+        free(s->key);
+        free(s->index);
+        return -1;
+    }
+    /* insertion sort by key (k is small), ties by index */
+    for (int j = 0; j < k; j++) {
+        double v = centroids[(size_t)j * d + s->axis];
+        int at = j;
+        while (at > 0 && s->key[at - 1] > v) {
+            s->key[at] = s->key[at - 1];
+            s->index[at] = s->index[at - 1];
+            at--;
+        }
+        s->key[at] = v;
+        s->index[at] = j;
+    }
+    return 0;
+}
+
+static void slab_free(slab_t *s) {
+    free(s->key);
+    free(s->index);
+}
+
+static inline int32_t slab_nearest(const slab_t *s, const double *x, double *dist, int32_t guess) {
+    const int d = s->d, k = s->k;
+    double best = INFINITY;
+    int32_t best_index = INT32_MAX;
+    if (guess >= 0 && guess < k) {
+        best = distance2(x, s->centroids + (size_t)guess * d, d);
+        best_index = guess;
+    }
+    const double xa = x[s->axis];
+    int lo = 0, hi = k; /* first position with key >= xa */
+    while (lo < hi) {
+        int mid = (lo + hi) >> 1;
+        if (s->key[mid] < xa)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    for (int p = lo; p < k; p++) {
+        double e = s->key[p] - xa;
+        if (e * e > best) break;
+        int32_t j = s->index[p];
+        double dd = distance2(x, s->centroids + (size_t)j * d, d);
+        if (dd < best || (dd == best && j < best_index)) {
+            best = dd;
+            best_index = j;
+        }
+    }
+    for (int p = lo - 1; p >= 0; p--) {
+        double e = xa - s->key[p];
+        if (e * e > best) break;
+        int32_t j = s->index[p];
+        double dd = distance2(x, s->centroids + (size_t)j * d, d);
+        if (dd < best || (dd == best && j < best_index)) {
+            best = dd;
+            best_index = j;
+        }
+    }
+    *dist = best;
+    return best_index;
+}
+
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t min_bytes, const char *name) {
     if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0) return -1;
     if (view->len < min_bytes) {
@@ -236,7 +337,8 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t m
 }
 
 typedef struct {
-    const grid_t *grid;
+    const grid_t *grid; /* one of grid and slab */
+    const slab_t *slab;
     const double *x;
     const int32_t *hints;
     int32_t *out;
@@ -249,7 +351,9 @@ static void nearest_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part)
     int32_t previous = -1;
     for (Py_ssize_t i = begin; i < end; i++) {
         double dd;
-        previous = grid_nearest(job->grid, job->x + i * job->d, &dd, job->hints ? job->hints[i] : previous);
+        int32_t guess = job->hints ? job->hints[i] : previous;
+        previous = job->slab ? slab_nearest(job->slab, job->x + i * job->d, &dd, guess)
+                             : grid_nearest(job->grid, job->x + i * job->d, &dd, guess);
         job->out[i] = previous;
         if (job->out_dist) job->out_dist[i] = dd;
     }
@@ -276,7 +380,9 @@ static PyObject *py_nearest(PyObject *self, PyObject *args) {
     int with_hint = hint_obj != Py_None;
     if (with_hint && get_buffer(hint_obj, &hint, 0, n * 4, "hint") < 0) goto fail4;
     grid_t s;
-    if (grid_init(&s, (const double *)cent.buf, k, d) < 0) {
+    slab_t slab;
+    int use_slab = k <= SLAB_MAX_K;
+    if ((use_slab ? slab_init(&slab, (const double *)cent.buf, k, d) : grid_init(&s, (const double *)cent.buf, k, d)) < 0) {
         PyErr_NoMemory();
         if (with_hint) PyBuffer_Release(&hint);
         goto fail4;
@@ -285,11 +391,14 @@ static PyObject *py_nearest(PyObject *self, PyObject *args) {
     const int32_t *hints = with_hint ? (const int32_t *)hint.buf : NULL;
     int32_t *out = (int32_t *)labels.buf;
     double *out_dist = with_dist ? (double *)dist.buf : NULL;
-    nearest_job job = {&s, x, hints, out, out_dist, d};
+    nearest_job job = {use_slab ? NULL : &s, use_slab ? &slab : NULL, x, hints, out, out_dist, d};
     Py_BEGIN_ALLOW_THREADS
     parallel_for(nearest_range, &job, n, parts_for(n, threads));
     Py_END_ALLOW_THREADS
-    grid_free(&s);
+    if (use_slab)
+        slab_free(&slab);
+    else
+        grid_free(&s);
     if (with_hint) PyBuffer_Release(&hint);
     if (with_dist) PyBuffer_Release(&dist);
     PyBuffer_Release(&labels);
