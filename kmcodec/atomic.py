@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -39,7 +38,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
     directory = target.parent
     _remove_stale_temporaries(directory, target.name)
-    tmp = directory / f".{target.name}.{os.getpid()}.{secrets.token_hex(4)}.part"
+    tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
     except OSError as exc:

@@ -8,7 +8,6 @@ file and the problem), 2 a usage error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -446,6 +445,8 @@ def cmd_info(args: argparse.Namespace) -> int:
             "palette_pixel_counts": used.tolist(),
             **figures,
         }
+        import json  # only --json needs it
+
         print(json.dumps(record, indent=2))
         return EXIT_OK
     lines = [
