@@ -94,14 +94,25 @@ class Method:
     available: bool = True
     why_missing: str = ""
 
-    def command(self, source: Path, output: Path, k: int) -> list[str]:
+    def command(self, source: Path, output: Path, k: int, coding: str | None = None) -> list[str]:
         py = sys.executable
         if self.name.startswith("kmcodec"):
             extra = {"kmcodec": [], "kmcodec-oklab": ["--space", "oklab"], "kmcodec-sklearn": ["--engine", "sklearn"]}
-            return [py, "-m", "kmcodec", "encode", str(source), str(output), "-k", str(k), "-f", "-q", *extra[self.name]]
+            coded = ["--coding", coding] if coding else []
+            return [py, "-m", "kmcodec", "encode", str(source), str(output), "-k", str(k), "-f", "-q", *coded, *extra[self.name]]
         if self.name == "pngquant":
             return ["pngquant", "--nofs", str(k), "--force", "--output", str(output), str(source)]
         return [py, str(Path(__file__).resolve()), "--run-peer", self.name, str(source), str(output), str(k)]
+
+
+def byte_compile_kmcodec() -> None:
+    """Compile kmcodec's modules to __pycache__ once, as `pip install` does, so that the timed runs do not
+    compile them from source at every start (a checkout run under PYTHONDONTWRITEBYTECODE=1 would)."""
+    import compileall
+
+    import kmcodec
+
+    compileall.compile_dir(Path(kmcodec.__file__).parent, quiet=1)
 
 
 def available_methods(names: list[str]) -> list[Method]:
@@ -256,7 +267,7 @@ def bench_image(image: CorpusImage, ks: list[int], methods: list[Method], args, 
             peaks = []
             try:
                 for _ in range(repeat):
-                    seconds, peak = timed_run(method.command(image.path, output, k), args.timeout)
+                    seconds, peak = timed_run(method.command(image.path, output, k, args.coding), args.timeout)
                     result.runs.append(seconds)
                     peaks.append(peak)
             except (RuntimeError, TimeoutError, OSError) as exc:
@@ -428,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--all-slow", action="store_true", help=f"run it on images above {SLOW_MAX_PIXELS:,} pixels too")
     parser.add_argument("--timeout", type=float, default=3600.0, help="seconds before a run is abandoned")
     parser.add_argument("--decode", action="store_true", help="decode-speed mode instead of the quantizer benchmark")
+    parser.add_argument("--coding", help="label coding kmcodec writes (default: its own default, auto)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench-out", help="where reports go")
     parser.add_argument("--run-peer", nargs=4, metavar=("METHOD", "IN", "OUT", "K"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -448,6 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\nwrote {args.out / 'decode.md'}")
         return 0
     methods = available_methods(args.methods)
+    byte_compile_kmcodec()
     for m in methods:
         if not m.available:
             note(f"{m.name} skipped: {m.why_missing}")
