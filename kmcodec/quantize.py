@@ -183,14 +183,29 @@ def reduce_histogram(
         for c in range(channels):
             cell <<= np.uint32(bits)
             cell |= colours[:, c].astype(np.uint32) >> shift
-        occupied, inverse = np.unique(cell, return_inverse=True)
-        if occupied.size <= max_points or bits == 1:
+        occupied, inverse = _distinct_cells(cell, bits * channels)
+        if occupied <= max_points or bits == 1:
             break
-    total = np.bincount(inverse, weights=weights, minlength=occupied.size)
-    merged = np.empty((occupied.size, features.shape[1]), dtype=np.float32)
+    total = np.bincount(inverse, weights=weights, minlength=occupied)
+    merged = np.empty((occupied, features.shape[1]), dtype=np.float32)
     for d in range(features.shape[1]):
-        merged[:, d] = np.bincount(inverse, weights=weights * features[:, d], minlength=occupied.size) / total
+        merged[:, d] = np.bincount(inverse, weights=weights * features[:, d], minlength=occupied) / total
     return merged, total
+
+
+#: Cell numbers up to this many bits are ranked through a table instead of sorted (2 MiB cells: 10 MB).
+CELL_TABLE_BITS = 21
+
+
+def _distinct_cells(cell: np.ndarray, cell_bits: int) -> tuple[int, np.ndarray]:
+    """(number of distinct cells, each point's rank among them in ascending cell order), like np.unique's inverse."""
+    if cell_bits > CELL_TABLE_BITS:
+        occupied, inverse = np.unique(cell, return_inverse=True)
+        return occupied.size, inverse
+    seen = np.zeros(1 << cell_bits, dtype=bool)
+    seen[cell] = True
+    rank = np.cumsum(seen, dtype=np.int32) - 1
+    return int(rank[-1]) + 1, rank[cell]
 
 
 def fast_centroids(
