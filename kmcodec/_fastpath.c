@@ -394,14 +394,20 @@ typedef struct {
 
 static void nearest_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part) {
     const nearest_job *job = (const nearest_job *)ctx;
+    const grid_t *grid = job->grid;
+    const slab_t *slab = job->slab;
+    const double *x = job->x;
+    const int32_t *hints = job->hints;
+    int32_t *out = job->out;
+    double *out_dist = job->out_dist;
+    const int d = job->d;
     int32_t previous = -1;
     for (Py_ssize_t i = begin; i < end; i++) {
         double dd;
-        int32_t guess = job->hints ? job->hints[i] : previous;
-        previous = job->slab ? slab_nearest(job->slab, job->x + i * job->d, &dd, guess)
-                             : grid_nearest(job->grid, job->x + i * job->d, &dd, guess);
-        job->out[i] = previous;
-        if (job->out_dist) job->out_dist[i] = dd;
+        int32_t guess = hints ? hints[i] : previous;
+        previous = slab ? slab_nearest(slab, x + i * d, &dd, guess) : grid_nearest(grid, x + i * d, &dd, guess);
+        out[i] = previous;
+        if (out_dist) out_dist[i] = dd;
     }
 }
 
@@ -526,6 +532,7 @@ static void hamerly_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part)
     const int k = job->k, d = job->d;
     int32_t *lab = job->lab;
     double *up = job->up, *low = job->low, *out = job->out;
+    const slab_t *slab = job->slab;
     Py_ssize_t rescanned = 0;
     for (Py_ssize_t i = begin; i < end; i++) {
         const double *xi = x + i * d;
@@ -550,7 +557,7 @@ static void hamerly_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part)
             }
         }
         double first, second;
-        lab[i] = job->slab ? slab_two(job->slab, xi, &first, &second) : scan_two(xi, c, k, d, &first, &second);
+        lab[i] = slab ? slab_two(slab, xi, &first, &second) : scan_two(xi, c, k, d, &first, &second);
         up[i] = sqrt(first) * (1.0 + 1e-12);
         low[i] = sqrt(second) * (1.0 - 1e-12);
         out[i] = first;
