@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import banded
+from . import banded, xzblocks
 from .bitpack import label_dtype, pack_labels, packed_size, unpack_labels
 from .container import Header
 from .errors import CodingError, HeaderError, LabelError
@@ -114,16 +114,16 @@ def _deflate_decode(payload: bytes, header: Header) -> np.ndarray:
 
 
 def _lzma_encode(labels: np.ndarray, header: Header) -> bytes:
-    data = label_bytes(labels, header.label_bits)
-    # preset 9, but a dictionary no larger than the data: the same output, without 700 MB of encoder state
-    dictionary = max(1 << 12, min(len(data), 1 << 26))
-    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9, "dict_size": dictionary}]
-    return lzma.compress(data, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
+    # independent blocks of >= 1 MiB, coded in parallel, so that decoders can decode them in parallel
+    return xzblocks.compress(label_bytes(labels, header.label_bits))
 
 
 def _lzma_decode(payload: bytes, header: Header) -> np.ndarray:
-    decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=1 << 28)
-    out = _bounded_inflate(decompressor, payload, _layout_size(header), "lzma")
+    size = _layout_size(header)
+    out = xzblocks.decompress_blocks(payload, size)  # multi-block streams with sizes: block by block, in parallel
+    if out is None:  # any other stream, and any stream the fast path rejects: liblzma decides, and says why
+        decompressor = lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=1 << 28)
+        out = _bounded_inflate(decompressor, payload, size, "lzma")
     return labels_from_bytes(out, header)
 
 
