@@ -9,6 +9,7 @@ import lzma
 import shutil
 import struct
 import subprocess
+import sys
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,8 @@ from kmcodec.errors import KMQError
 from kmcodec.image import KMQImage
 
 from conftest import sklearn_image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 K = 16
 
@@ -374,3 +377,24 @@ def test_blocks_that_hold_more_labels_than_declared_are_rejected_before_decoding
         outcome = decode_outcome(payload, size, fast=True)
         assert outcome[1] == "coding" and ("more than" in outcome[2] or "holds 40000 bytes" in outcome[2]), outcome
         assert outcome == decode_outcome(payload, size, fast=False)
+
+
+def test_multi_block_vectors_decode_as_declared_on_both_paths() -> None:
+    from xz_vectors import xz_vectors
+
+    for vector in xz_vectors():
+        header = api.read_header(vector["data"])
+        payload = vector["data"][36 + header.k * header.channels : -4]
+        size = header.pixel_count * (1 if header.k <= 256 else 2)
+        outcomes = []
+        for fast in (True, False):
+            with pytest.MonkeyPatch.context() as patch:
+                if not fast:
+                    patch.setattr(xzblocks, "decompress_blocks", lambda *args, **kwargs: None)
+                try:
+                    outcomes.append(api.decode(vector["data"]).to_array().tobytes())
+                except KMQError as exc:
+                    outcomes.append(exc.kind)
+        assert outcomes[0] == outcomes[1] == vector.get("pixels", vector.get("error")), vector["name"]
+        if "pixels" in vector:  # the valid ones are what the fast path is for
+            assert xzblocks.parse_blocks(payload, size) is not None, vector["name"]
