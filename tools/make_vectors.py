@@ -636,6 +636,7 @@ FAMILIES: list[Callable[[], Sequence[Vector | Mapping[str, object]]]] = [
     corrupt_vectors,
     external("found_vectors", "found_vectors"),
     external("coded_vectors", "coded_vectors"),
+    external("xz_vectors", "xz_vectors"),
 ]
 
 
