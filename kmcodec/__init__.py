@@ -1,12 +1,16 @@
 """kmcodec: k-means palette images stored in exactly ceil(log2 k) bits per pixel (the .kmq format).
 
-Importing kmcodec registers the .kmq format with Pillow.
+Importing kmcodec registers the .kmq format with Pillow. The codec functions and
+KMQImage load on first use (they need numpy), so the command line can start work,
+such as decoding its input picture, while numpy is still loading.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from . import pillow_plugin
-from .api import decode, encode, quantize, read, read_header, write
 from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import (
     ChecksumError,
@@ -22,11 +26,30 @@ from .errors import (
     TruncatedError,
     VersionError,
 )
-from .image import KMQImage
+
+if TYPE_CHECKING:
+    from .api import decode, encode, quantize, read, read_header, write
+    from .image import KMQImage
 
 __version__ = "0.1.0"
 
 pillow_plugin.register()
+
+#: Public names that live in modules needing numpy, loaded by __getattr__ on first use.
+_LAZY = {"decode": "api", "encode": "api", "quantize": "api", "read": "api", "read_header": "api", "write": "api",
+         "KMQImage": "image"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'kmcodec' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "KMQImage",

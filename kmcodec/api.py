@@ -13,19 +13,20 @@ from typing import BinaryIO, Union
 
 import numpy as np
 
+from . import names
 from .atomic import atomic_output
 from .codings import AUTO, check_payload_length, coding_for_id, encode_labels
 from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, Header, build_file, parse_header, read_container
 from .errors import CodingError, KMQError, LabelError, LimitError
 from .image import KMQImage
 from .imageio import ImageSource, load_pixels
-from .quantize import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, quantize_pixels
+from .quantizer import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, quantize_pixels
 
 PathLike = Union[str, os.PathLike]
 Source = Union[PathLike, bytes, bytearray, memoryview, BinaryIO]
 
 #: The default coding: the smallest of all (spec section 5); "raw" keeps the plain bit-packed labels.
-DEFAULT_CODING = AUTO
+DEFAULT_CODING = names.DEFAULT_CODING
 
 
 def quantize(

@@ -24,10 +24,9 @@ from .container import HEADER_SIZE, MAX_K, TRAILER_SIZE, Header
 from .errors import TargetError
 from .image import KMQImage
 from .metrics import psnr_from_mse
-from .quantize import DEFAULT_ENGINE, quantize_pixels
+from .names import DEFAULT_MAX_K
+from .quantizer import DEFAULT_ENGINE, quantize_pixels
 
-#: Largest k the search considers unless told otherwise (8-bit labels, a GIF-sized palette).
-DEFAULT_MAX_K = 256
 
 
 @dataclass(frozen=True)

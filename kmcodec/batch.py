@@ -27,7 +27,7 @@ from .errors import BatchError, KMQError
 from .image import KMQImage
 from .imageio import load_pixels
 from .picture import picture_format, save_picture
-from .quantize import DEFAULT_ENGINE
+from .quantizer import DEFAULT_ENGINE
 
 DASK_HINT = "--scheduler needs Dask: pip install 'kmcodec[dask]' (dask and distributed)"
 

@@ -10,17 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from . import fastpath
+from .container import label_bits  # noqa: F401  (lives with the header it sizes; re-exported here)
 from .errors import LabelError, PaddingError, TruncatedError
 
 #: Labels per chunk: a multiple of 8 so every chunk starts on a byte boundary.
 CHUNK_LABELS = 1 << 20
-
-
-def label_bits(k: int) -> int:
-    """Return b = ceil(log2 k), the bits one label takes (0 when k == 1)."""
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return (k - 1).bit_length()
 
 
 def packed_size(n_labels: int, bits: int) -> int:

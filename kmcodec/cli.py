@@ -14,17 +14,14 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
-from . import __version__, api
+from . import __version__
 from .atomic import OutputExistsError, atomic_output
-from .codings import CODING_CHOICES, CODINGS
 from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import KMQError
-from .autok import DEFAULT_MAX_K, quantize_and_encode
-from .imageio import load_pixels
-from .picture import picture_format, save_picture
-from .quantize import DEFAULT_ENGINE, DEFAULT_SPEED, ENGINES, SPACES
+from .names import CODING_CHOICES, DEFAULT_CODING, DEFAULT_ENGINE, DEFAULT_MAX_K, DEFAULT_SPEED, ENGINES, SPACES
+
+# The codec (numpy) is imported inside each command, so that parsing arguments stays light and an
+# encode can decode its input picture while numpy loads (prefetch.py).
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -110,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_batch_options(enc, "image")
     enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
     enc.add_argument(
-        "--coding", choices=CODING_CHOICES, default=api.DEFAULT_CODING, help="label coding (default: auto, the smallest)"
+        "--coding", choices=CODING_CHOICES, default=DEFAULT_CODING, help="label coding (default: auto, the smallest)"
     )
     enc.add_argument(
         "--engine", choices=ENGINES, default=DEFAULT_ENGINE,
@@ -164,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("-k", "--colors", dest="ks", type=_k_value, nargs="+", default=[4, 8, 16, 64, 256])
     compare.add_argument("-o", "--output", type=Path, required=True, help="report file: .html (self-contained) or .png")
     compare.add_argument("--seed", type=_seed_value, default=0, help="random seed")
-    compare.add_argument("--coding", choices=CODING_CHOICES, default=api.DEFAULT_CODING, help="label coding")
+    compare.add_argument("--coding", choices=CODING_CHOICES, default=DEFAULT_CODING, help="label coding")
     compare.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
     compare.add_argument("--preview", type=_positive_int, default=640, help="longest side of the pictures (pixels)")
     compare.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
@@ -246,14 +243,25 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if args.input.is_dir():
         raise CommandError(f"{args.input}: is a directory, not an image")
     started = time.perf_counter()
+    from .prefetch import PicturePrefetch
+
+    prefetch = PicturePrefetch(args.input, args.max_pixels)  # decodes while the codec's imports run
+    from .autok import quantize_and_encode
+    from .codings import CODINGS
+    from .imageio import load_pixels
+
+    picture = prefetch.result()
     try:
         image, data, choice = quantize_and_encode(
-            load_pixels(args.input, max_pixels=args.max_pixels),
+            load_pixels(args.input if picture is None else picture, name=str(args.input), max_pixels=args.max_pixels),
             k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
             seed=args.seed, engine=args.engine, quantize_options=_quantize_options(args),
         )
     except KMQError as exc:
         raise _with_name(args.input, exc) from None
+    finally:
+        if picture is not None:
+            picture.close()
     with atomic_output(args.output, overwrite=args.force) as handle:
         handle.write(data)
     if not args.quiet:
@@ -275,6 +283,9 @@ def cmd_decode(args: argparse.Namespace) -> int:
     if args.out_dir is not None:
         return _run_batch(args, "decode")
     _check_output(args.output, args.force)
+    from . import api
+    from .picture import picture_format, save_picture
+
     is_kmq = args.output.suffix.lower() == ".kmq"
     try:
         image_format = None if is_kmq else picture_format(args.output.suffix)
@@ -297,6 +308,7 @@ def cmd_decode(args: argparse.Namespace) -> int:
 def _run_batch(args: argparse.Namespace, kind: str) -> int:
     """The batch form: plan outputs, run them with a progress bar, print per-file lines and a summary."""
     from . import batch  # multiprocessing and concurrent.futures: only the batch form pays for them
+    from .picture import picture_format
     from .progress import ProgressBar
 
     if kind == "encode":
@@ -410,6 +422,8 @@ def storage_figures(header: Header, file_size: int, source_size: int | None = No
 
 def _label_counts(labels: np.ndarray, k: int, chunk: int = 1 << 22) -> np.ndarray:
     """Pixels per palette entry, counted in chunks (bincount casts to int64: 8 bytes per label at once)."""
+    import numpy as np
+
     counts = np.zeros(k, dtype=np.int64)
     for start in range(0, labels.size, chunk):
         counts += np.bincount(labels[start : start + chunk], minlength=k)
@@ -418,6 +432,9 @@ def _label_counts(labels: np.ndarray, k: int, chunk: int = 1 << 22) -> np.ndarra
 
 def cmd_info(args: argparse.Namespace) -> int:
     """kmcodec info FILE.kmq: header, palette and storage figures (after a full integrity check)."""
+    from . import api
+    from .codings import CODINGS
+
     try:
         image = api.read(args.input, max_pixels=args.max_pixels)
         header = api.read_header(args.input)
@@ -474,8 +491,11 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Encode scikit-learn's china.jpg at several k and print the storage argument with real numbers."""
-    from sklearn.datasets import load_sample_image
+    import numpy as np
     import sklearn.datasets
+    from sklearn.datasets import load_sample_image
+
+    from . import api
 
     source = Path(sklearn.datasets.__file__).parent / "images" / "china.jpg"
     pixels = load_sample_image("china.jpg")

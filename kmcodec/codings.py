@@ -23,6 +23,7 @@ from . import banded, xzblocks
 from .bitpack import label_dtype, pack_labels, packed_size, unpack_labels
 from .container import Header
 from .errors import CodingError, HeaderError, LabelError
+from .names import AUTO, CODING_CHOICES  # noqa: F401  (re-exported: the registry's names live in names.py)
 
 try:
     from . import _ctxcoder
@@ -223,10 +224,6 @@ def coding_for_id(coding_id: int) -> Coding:
         raise CodingError(f"header: unsupported coding {coding_id} at offset 10 (this decoder knows {known})") from None
 
 
-#: The name that picks the smallest payload among the codings.
-AUTO = "auto"
-#: Names accepted by encoders: every coding, and auto.
-CODING_CHOICES = (*CODINGS_BY_NAME, AUTO)
 #: auto codes with deflate and lzma only when a quick deflate (level 1) of the labels is within this
 #: factor of the context payload: LZMA has never been below half of that probe on the benchmark corpus,
 #: and deflate 9 plus LZMA cost seconds on a 4 MP image where the probe costs tens of milliseconds.

@@ -10,7 +10,6 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .bitpack import label_bits
 from .errors import (
     ChecksumError,
     HeaderError,
@@ -31,6 +30,13 @@ MAX_DIMENSION = 2**32 - 1
 DEFAULT_MAX_PIXELS = 2**28
 #: Bytes read at a time from a stream, so a lying length never allocates more than this up front.
 READ_CHUNK = 1 << 24
+
+def label_bits(k: int) -> int:
+    """Return b = ceil(log2 k), the bits one label takes (0 when k == 1)."""
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    return (k - 1).bit_length()
+
 
 _FIELDS = struct.Struct(">BBBBIIIQ")  # version, channels, coding, label_bits, width, height, k, payload_length
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import IO
 
-import numpy as np
 from PIL import Image, ImageFile, ImagePalette
 
 from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, SIGNATURE, parse_header
@@ -44,11 +43,13 @@ class KmqImageFile(ImageFile.ImageFile):
             if len(palette) != header.palette_size:
                 raise SyntaxError("broken KMQ file: palette truncated")
             self._mode = "P"
-            entries = np.frombuffer(palette, dtype=np.uint8).reshape(header.k, header.channels)
             # as PngImagePlugin does: an RGB palette, and per-entry alpha in info["transparency"]
-            self.palette = ImagePalette.raw("RGB", entries[:, :3].tobytes())
             if header.channels == 4:
-                self.info["transparency"] = entries[:, 3].tobytes()
+                rgb = bytes(value for index, value in enumerate(palette) if index % 4 != 3)
+                self.info["transparency"] = palette[3::4]
+            else:
+                rgb = palette
+            self.palette = ImagePalette.raw("RGB", rgb)
         else:
             self._mode = "RGBA" if header.channels == 4 else "RGB"
         self.tile = [ImageFile._Tile("kmq", (0, 0, *self._size), start, None)]
@@ -60,6 +61,8 @@ class KmqDecoder(ImageFile.PyDecoder):
     _pulls_fd = True
 
     def decode(self, buffer: bytes | Image.SupportsArrayInterface) -> tuple[int, int]:
+        import numpy as np
+
         from .api import decode
 
         assert self.fd is not None
@@ -96,6 +99,8 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
 
 def _palette_image(im: Image.Image):
     """A mode-P image as a KMQImage without re-quantizing (its palette, trimmed to the entries in use)."""
+    import numpy as np
+
     from .image import KMQImage
 
     indices = np.asarray(im)

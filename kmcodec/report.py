@@ -22,7 +22,7 @@ from .atomic import atomic_output
 from .image import KMQImage
 from .imageio import load_pixels
 from .metrics import Quality, compare_images
-from .quantize import DEFAULT_ENGINE
+from .quantizer import DEFAULT_ENGINE
 
 PLOT_HINT = "install the plot extra: pip install 'kmcodec[plot]' (matplotlib)"
 

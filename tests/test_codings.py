@@ -228,3 +228,10 @@ def test_context_payload_too_short_for_the_declared_pixels_is_rejected_before_al
     cheapest = codings.CONTEXT1.encode(np.zeros(16_000_000, dtype=np.uint8), flat)  # one colour: the cheapest stream
     assert len(cheapest) >= flat.pixel_count // codings.CONTEXT_MIN_PIXELS_PER_BYTE
     assert int(api.decode(coded_file(flat, bytes(48), cheapest)).labels.max()) == 0
+
+
+def test_the_light_names_module_lists_every_registered_coding_by_id() -> None:
+    from kmcodec import names
+
+    assert names.CODING_NAMES == tuple(coding.name for _, coding in sorted(codings.CODINGS.items()))
+    assert tuple(codings.CODINGS) == tuple(range(len(names.CODING_NAMES)))

@@ -50,7 +50,7 @@ def test_decoded_photo_equals_its_labels_through_the_palette(china: np.ndarray) 
 @pytest.mark.parametrize("k", [64, 256])
 def test_thread_count_does_not_change_the_result(china: np.ndarray, k: int, monkeypatch) -> None:
     """The C loops split points over threads; any split must give the same palette and labels."""
-    from kmcodec.quantize import quantize_pixels
+    from kmcodec.quantizer import quantize_pixels
 
     monkeypatch.setattr(fastpath, "MAX_THREADS", 1)
     one = quantize_pixels(china, k, seed=5)
@@ -80,7 +80,7 @@ def test_nearest_and_bounded_assignment_split_over_threads_agree(flower: np.ndar
 @pytest.mark.parametrize("k", [1, 7, 64, 300])
 def test_split_start_c_matches_numpy(china: np.ndarray, k: int, monkeypatch) -> None:
     from kmcodec.kmeans import split_start
-    from kmcodec.quantize import colour_histogram, reduce_histogram
+    from kmcodec.quantizer import colour_histogram, reduce_histogram
 
     if not fastpath.have_c_extension():
         pytest.skip("C extension not built: only one path to compare")

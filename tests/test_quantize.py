@@ -8,7 +8,7 @@ import pytest
 import kmcodec
 from kmcodec import fastpath
 from kmcodec.colorspace import mean_delta_e_ok
-from kmcodec.quantize import QuantizeOptionError, SpeedPlan, quantize_pixels
+from kmcodec.quantizer import QuantizeOptionError, SpeedPlan, quantize_pixels
 
 from conftest import skimage_image
 

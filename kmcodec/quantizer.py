@@ -25,13 +25,9 @@ from . import fastpath
 from .colorspace import from_features, to_features
 from .errors import KMQError
 from .kmeans import kmeans_plus_plus, lloyd, split_start
+from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, SPACES
 from .nearest import nearest_centroid
 
-ENGINES = ("fast", "sklearn")
-DEFAULT_ENGINE = "fast"
-SPACES = ("rgb", "oklab")
-DEFAULT_SPACE = "rgb"
-DEFAULT_SPEED = 4
 SPEEDS = range(1, 11)
 #: Pixels whose keys are computed at once; bounds the per-pixel temporaries (8 bytes each).
 PIXEL_CHUNK = 1 << 22

@@ -1,0 +1,25 @@
+"""The names and defaults the command line offers (codings, engines, colour spaces), without importing numpy.
+
+The modules that implement them (codings, quantize, autok, api) take their
+names from here, so `kmcodec --help` and argument checking start without
+loading numpy, and an encode can decode its input while numpy loads.
+"""
+
+from __future__ import annotations
+
+#: Coding names by header id (spec section 5); codings.py registers a codec under each.
+CODING_NAMES = ("raw", "deflate", "lzma", "context1", "context")
+#: The name that picks the smallest payload among the codings.
+AUTO = "auto"
+#: Names accepted by encoders: every coding, and auto.
+CODING_CHOICES = (*CODING_NAMES, AUTO)
+#: The default coding: the smallest of all; "raw" keeps the plain bit-packed labels.
+DEFAULT_CODING = AUTO
+
+ENGINES = ("fast", "sklearn")
+DEFAULT_ENGINE = "fast"
+SPACES = ("rgb", "oklab")
+DEFAULT_SPACE = "rgb"
+DEFAULT_SPEED = 4
+#: Largest k the auto-k search considers unless told otherwise (8-bit labels, a GIF-sized palette).
+DEFAULT_MAX_K = 256
