@@ -20,7 +20,7 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from kmcodec.autok import _first_passing, _Prober  # noqa: E402
-from kmcodec.quantize import DEFAULT_ENGINE  # noqa: E402
+from kmcodec.quantizer import DEFAULT_ENGINE  # noqa: E402
 
 
 def bisection(upper: int, measure: Callable[[int], float], threshold: float) -> int | None:
