@@ -224,10 +224,13 @@ def coding_for_id(coding_id: int) -> Coding:
         raise CodingError(f"header: unsupported coding {coding_id} at offset 10 (this decoder knows {known})") from None
 
 
-#: auto codes with deflate and lzma only when a quick deflate (level 1) of the labels is within this
-#: factor of the context payload: LZMA has never been below half of that probe on the benchmark corpus,
-#: and deflate 9 plus LZMA cost seconds on a 4 MP image where the probe costs tens of milliseconds.
-STDLIB_WORTH_TRYING = 2.0
+#: auto codes with deflate only when a level-6 deflate probe of the labels is within this factor of the
+#: context payload: the probe is within 1.2x of deflate 9 on every corpus image (1.00-1.19), so beyond
+#: 1.25x deflate cannot win, and deflate 9 costs 0.65 s on 16.8 MP labels where the probe costs ~50 ms.
+DEFLATE_WORTH_TRYING = 1.25
+#: ... and lzma (small images only) within this factor: LZMA has never been below half of deflate 9 on the
+#: corpus (0.55x at best, wood at k = 16), and deflate 9 is at least the probe / 1.2.
+LZMA_WORTH_TRYING = 2.5
 
 
 #: auto tries xz only up to this many labels: at preset 9 it costs about 2 s per million labels (31 s on a
@@ -236,30 +239,31 @@ AUTO_LZMA_MAX_LABELS = 1 << 19
 
 
 #: auto's deflate probe compresses at most this many labels (in PROBE_BLOCKS row blocks spread over the
-#: image) and scales the result up: on 16.8 MP a probe of every label took 0.6-0.9 s, a sample ~40 ms.
+#: image) and scales the result up: on 16.8 MP a probe of every label took 0.6-0.9 s, a sample ~50 ms.
 PROBE_LABELS = 1 << 20
 PROBE_BLOCKS = 16
+PROBE_LEVEL = 6
 
 
 def deflate_probe(labels: np.ndarray, header: Header) -> float:
-    """A quick estimate of deflate's size: level 1 over the labels, or over a sample of row blocks scaled up."""
+    """A quick estimate of deflate's size: level 6 over the labels, or over a sample of row blocks scaled up."""
     width, height = header.width, header.height
     rows_wanted = max(1, PROBE_LABELS // width)
     if rows_wanted * 2 > height:
-        return len(zlib.compress(label_bytes(labels, header.label_bits), 1))
+        return len(zlib.compress(label_bytes(labels, header.label_bits), PROBE_LEVEL))
     grid = np.asarray(labels).reshape(height, width)
     block = max(1, rows_wanted // PROBE_BLOCKS)
     starts = np.linspace(0, height - block, PROBE_BLOCKS).astype(int)
     sample = np.concatenate([grid[start : start + block] for start in starts])
-    return len(zlib.compress(label_bytes(sample, header.label_bits), 1)) * height / sample.shape[0]
+    return len(zlib.compress(label_bytes(sample, header.label_bits), PROBE_LEVEL)) * height / sample.shape[0]
 
 
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
     """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both.
 
-    auto always weighs raw (its size is known without packing) and context; deflate and
-    lzma too when the context kernel is missing or when a level-1 deflate probe comes
-    within STDLIB_WORTH_TRYING of context, lzma only up to AUTO_LZMA_MAX_LABELS labels.
+    auto always weighs raw (its size is known without packing) and context; deflate too when the
+    context kernel is missing or when a deflate probe comes within DEFLATE_WORTH_TRYING of context,
+    and lzma (only up to AUTO_LZMA_MAX_LABELS labels) when it comes within LZMA_WORTH_TRYING.
     Ties go to the lower coding id.
     """
     if coding != AUTO:
@@ -267,15 +271,17 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
         return chosen, chosen.encode(labels, header)
     candidates: list[tuple[Coding, bytes | None]] = [(RAW, None)]  # raw is packed only if it wins
     sizes = {RAW.id: packed_size(header.pixel_count, header.label_bits)}
-    try_stdlib = _ctxcoder is None
-    if not try_stdlib:
+    try_deflate = try_lzma = _ctxcoder is None
+    if _ctxcoder is not None:
         context = CONTEXT.encode(labels, header)
         candidates.append((CONTEXT, context))
-        try_stdlib = deflate_probe(labels, header) < STDLIB_WORTH_TRYING * len(context)
-    if try_stdlib:
+        probe = deflate_probe(labels, header)
+        try_deflate = probe < DEFLATE_WORTH_TRYING * len(context)
+        try_lzma = probe < LZMA_WORTH_TRYING * len(context)
+    if try_deflate:
         candidates.append((DEFLATE, DEFLATE.encode(labels, header)))
-        if labels.size <= AUTO_LZMA_MAX_LABELS:
-            candidates.append((LZMA, LZMA.encode(labels, header)))
+    if try_lzma and labels.size <= AUTO_LZMA_MAX_LABELS:
+        candidates.append((LZMA, LZMA.encode(labels, header)))
     for chosen, payload in candidates[1:]:
         sizes[chosen.id] = len(payload)
     chosen, payload = min(candidates, key=lambda pair: (sizes[pair[0].id], pair[0].id))

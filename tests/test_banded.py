@@ -199,5 +199,5 @@ def test_auto_deflate_probe_samples_large_images_within_ten_percent(gnome_4mp_la
     _, labels = gnome_4mp_labels
     header = header_for(labels, 32)
     assert labels.shape[0] >= 2 * codings.PROBE_LABELS // labels.shape[1]  # large enough to be sampled
-    full = len(zlib.compress(labels.tobytes(), 1))
+    full = len(zlib.compress(labels.tobytes(), codings.PROBE_LEVEL))
     assert abs(codings.deflate_probe(labels.reshape(-1), header) / full - 1) < 0.10

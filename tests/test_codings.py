@@ -88,6 +88,20 @@ def test_full_size_photos_round_trip_and_context_is_smallest(source: str, k: int
     assert sizes["context"] < sizes["context1"]  # one band, but model 4 beats model 3 by more than the 6-byte table
 
 
+@pytest.mark.parametrize("tiles, expected", [(8, "lzma"), (12, "deflate")])
+def test_auto_takes_a_dictionary_coding_where_exact_repeats_beat_context(tiles: int, expected: str) -> None:
+    # A tiled random pattern: LZ77 finds every repeat, the context model sees noise. Above AUTO_LZMA_MAX_LABELS
+    # (12 x 12 tiles of 64 x 64) auto must still find deflate through its probe; below it lzma wins.
+    rng = np.random.default_rng(5)
+    image = KMQImage(rng.integers(0, 256, (256, 3), dtype=np.uint8),
+                     np.tile(rng.integers(0, 256, (64, 64), dtype=np.uint8), (tiles, tiles)))
+    assert (image.labels.size > codings.AUTO_LZMA_MAX_LABELS) == (expected == "deflate")
+    data = api.encode(image)
+    assert data[10] == codings.CODINGS_BY_NAME[expected].id
+    assert len(data) < 0.5 * len(api.encode(image, coding="context"))
+    assert api.decode(data) == image
+
+
 def test_quantized_photo_auto_beats_png8_after_optimize(flower: np.ndarray) -> None:
     image = api.quantize(flower, 16)
     data = api.encode(image)
