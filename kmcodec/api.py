@@ -88,7 +88,7 @@ def decode(
     header = raw.header
     labels = _decode_labels(raw.payload, header)
     palette = np.frombuffer(raw.palette, dtype=np.uint8).reshape(header.k, header.channels)
-    return KMQImage(palette, labels.reshape(header.height, header.width))
+    return KMQImage._adopt(palette, labels.reshape(header.height, header.width))  # checked by _decode_labels
 
 
 def _decode_labels(payload: bytes, header: Header) -> np.ndarray:

@@ -49,6 +49,26 @@ class KMQImage:
         object.__setattr__(self, "palette", palette)
         object.__setattr__(self, "labels", labels)
 
+    @classmethod
+    def _adopt(cls, palette: np.ndarray, labels: np.ndarray) -> "KMQImage":
+        """Wrap arrays the codec has just made and checked, without the constructor's copy and scans.
+
+        For internal use: palette must be (k, 3|4) uint8 and labels (height, width) of
+        label_dtype(label_bits(k)) with every label < k; both become read-only and must
+        not be written through another reference. Anything else goes through the constructor.
+        """
+        k = palette.shape[0] if palette.ndim == 2 else 0
+        if (palette.dtype != np.uint8 or palette.ndim != 2 or palette.shape[1] not in (3, 4) or not 1 <= k <= MAX_K
+                or labels.ndim != 2 or labels.dtype != label_dtype(label_bits(k)) or not labels.flags.c_contiguous
+                or not palette.flags.c_contiguous):
+            return cls(palette, labels)
+        palette.setflags(write=False)
+        labels.setflags(write=False)
+        image = object.__new__(cls)
+        object.__setattr__(image, "palette", palette)
+        object.__setattr__(image, "labels", labels)
+        return image
+
     @property
     def width(self) -> int:
         """Pixels per row."""

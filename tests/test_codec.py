@@ -166,3 +166,14 @@ def test_image_is_immutable(quantized) -> None:
         image.palette[0, 0] = 1
     with pytest.raises(AttributeError):
         image.palette = image.palette  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("coding", ["raw", "deflate", "lzma", "context"])
+def test_decoded_image_is_immutable_too(quantized, coding: str) -> None:
+    # decode wraps the labels it has just checked without copying them; they must still be read-only
+    _, image = quantized[("chelsea", 9)]
+    decoded = kmcodec.decode(kmcodec.encode(image, coding=coding))
+    assert decoded == image
+    for array in (decoded.labels, decoded.palette):
+        with pytest.raises(ValueError):
+            array.flat[0] = 1
