@@ -251,9 +251,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
     from .imageio import load_pixels
 
     picture = prefetch.result()
+    packed = prefetch.pixels()
+    source = packed if packed is not None else args.input if picture is None else picture
     try:
         image, data, choice = quantize_and_encode(
-            load_pixels(args.input if picture is None else picture, name=str(args.input), max_pixels=args.max_pixels),
+            load_pixels(source, name=str(args.input), max_pixels=args.max_pixels),
             k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
             seed=args.seed, engine=args.engine, quantize_options=_quantize_options(args),
         )

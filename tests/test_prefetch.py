@@ -30,6 +30,29 @@ def test_a_png_is_loaded_on_the_thread(china_png: Path, china: np.ndarray) -> No
     assert np.array_equal(np.asarray(picture), china)
 
 
+def test_rgb_and_rgba_pngs_come_packed_without_a_copy(china_png: Path, china: np.ndarray, tmp_path: Path) -> None:
+    pixels = PicturePrefetch(china_png, max_pixels=None).pixels()
+    assert pixels is not None and np.array_equal(pixels, china) and not pixels.flags.writeable
+    rgba = np.dstack([china, (np.arange(china.size // 3) % 256).reshape(china.shape[:2]).astype(np.uint8)])
+    Image.fromarray(rgba).save(tmp_path / "rgba.png")
+    assert np.array_equal(PicturePrefetch(tmp_path / "rgba.png", max_pixels=None).pixels(), rgba)
+
+
+def test_pictures_that_need_pillows_conversions_are_not_packed(china: np.ndarray, tmp_path: Path) -> None:
+    turned = tmp_path / "turned.png"
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored turned: the normal path applies the orientation
+    Image.fromarray(china).save(turned, exif=exif)
+    grey = tmp_path / "grey.png"
+    Image.fromarray(china[:, :, 0]).save(grey)
+    for path in (turned, grey):
+        prefetch = PicturePrefetch(path, max_pixels=None)
+        assert prefetch.result() is not None and prefetch.pixels() is None
+    out = tmp_path / "turned.kmq"
+    assert cli_main(["encode", str(turned), str(out), "-k", "8", "-q"]) == 0
+    assert out.read_bytes() == kmcodec.encode(np.rot90(china, -1), 8)  # orientation 6: turned 90 degrees clockwise
+
+
 def test_encode_with_prefetch_writes_the_same_bytes_as_the_api(china_png: Path, tmp_path: Path) -> None:
     out = tmp_path / "china.kmq"
     assert cli_main(["encode", str(china_png), str(out), "-k", "16", "-q"]) == 0
