@@ -224,12 +224,16 @@ def coding_for_id(coding_id: int) -> Coding:
         raise CodingError(f"header: unsupported coding {coding_id} at offset 10 (this decoder knows {known})") from None
 
 
-#: auto codes with deflate only when a level-6 deflate probe of the labels is within this factor of the
-#: context payload: the probe is within 1.2x of deflate 9 on every corpus image (1.00-1.19), so beyond
-#: 1.25x deflate cannot win, and deflate 9 costs 0.65 s on 16.8 MP labels where the probe costs ~50 ms.
+#: auto weighs deflate and lzma in two steps. A level-1 deflate probe (3-15 ms on 4-16 MP) overestimates
+#: deflate 9 by 1.07-2.8x on the corpus; where it is more than LZMA_WORTH_TRYING times the context payload,
+#: which settles most photos, neither is tried (on the corpus LZMA is at least 0.22x that probe and never
+#: came within 1.4x of context there). Otherwise a level-6 probe (within 1.24x of deflate 9 on every corpus
+#: image, up to ~80 ms on 16.8 MP) decides: deflate 9 (0.65 s on 16.8 MP labels) only within
+#: DEFLATE_WORTH_TRYING of context, lzma (small images) within LZMA_WORTH_TRYING, as LZMA has never been
+#: below 0.55x deflate 9 (wood at k = 16).
+FIRST_PROBE_LEVEL = 1
+PROBE_LEVEL = 6
 DEFLATE_WORTH_TRYING = 1.25
-#: ... and lzma (small images only) within this factor: LZMA has never been below half of deflate 9 on the
-#: corpus (0.55x at best, wood at k = 16), and deflate 9 is at least the probe / 1.2.
 LZMA_WORTH_TRYING = 2.5
 
 
@@ -242,28 +246,27 @@ AUTO_LZMA_MAX_LABELS = 1 << 19
 #: image) and scales the result up: on 16.8 MP a probe of every label took 0.6-0.9 s, a sample ~50 ms.
 PROBE_LABELS = 1 << 20
 PROBE_BLOCKS = 16
-PROBE_LEVEL = 6
 
 
-def deflate_probe(labels: np.ndarray, header: Header) -> float:
-    """A quick estimate of deflate's size: level 6 over the labels, or over a sample of row blocks scaled up."""
+def deflate_probe(labels: np.ndarray, header: Header, level: int = PROBE_LEVEL) -> float:
+    """A quick estimate of deflate's size: `level` over the labels, or over a sample of row blocks scaled up."""
     width, height = header.width, header.height
     rows_wanted = max(1, PROBE_LABELS // width)
     if rows_wanted * 2 > height:
-        return len(zlib.compress(label_bytes(labels, header.label_bits), PROBE_LEVEL))
+        return len(zlib.compress(label_bytes(labels, header.label_bits), level))
     grid = np.asarray(labels).reshape(height, width)
     block = max(1, rows_wanted // PROBE_BLOCKS)
     starts = np.linspace(0, height - block, PROBE_BLOCKS).astype(int)
     sample = np.concatenate([grid[start : start + block] for start in starts])
-    return len(zlib.compress(label_bytes(sample, header.label_bits), PROBE_LEVEL)) * height / sample.shape[0]
+    return len(zlib.compress(label_bytes(sample, header.label_bits), level)) * height / sample.shape[0]
 
 
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
     """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both.
 
-    auto always weighs raw (its size is known without packing) and context; deflate too when the
-    context kernel is missing or when a deflate probe comes within DEFLATE_WORTH_TRYING of context,
-    and lzma (only up to AUTO_LZMA_MAX_LABELS labels) when it comes within LZMA_WORTH_TRYING.
+    auto always weighs raw (its size is known without packing) and context; deflate and lzma when the
+    context kernel is missing, else as the probes say (see DEFLATE_WORTH_TRYING), lzma only up to
+    AUTO_LZMA_MAX_LABELS labels.
     Ties go to the lower coding id.
     """
     if coding != AUTO:
@@ -275,9 +278,10 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
     if _ctxcoder is not None:
         context = CONTEXT.encode(labels, header)
         candidates.append((CONTEXT, context))
-        probe = deflate_probe(labels, header)
-        try_deflate = probe < DEFLATE_WORTH_TRYING * len(context)
-        try_lzma = probe < LZMA_WORTH_TRYING * len(context)
+        if deflate_probe(labels, header, FIRST_PROBE_LEVEL) < LZMA_WORTH_TRYING * len(context):
+            probe = deflate_probe(labels, header)
+            try_deflate = probe < DEFLATE_WORTH_TRYING * len(context)
+            try_lzma = probe < LZMA_WORTH_TRYING * len(context)
     if try_deflate:
         candidates.append((DEFLATE, DEFLATE.encode(labels, header)))
     if try_lzma and labels.size <= AUTO_LZMA_MAX_LABELS:
