@@ -248,17 +248,25 @@ PROBE_LABELS = 1 << 20
 PROBE_BLOCKS = 16
 
 
-def deflate_probe(labels: np.ndarray, header: Header, level: int = PROBE_LEVEL) -> float:
-    """A quick estimate of deflate's size: `level` over the labels, or over a sample of row blocks scaled up."""
+def probe_sample(labels: np.ndarray, header: Header) -> tuple[bytes, float]:
+    """The label bytes a deflate probe compresses (every label, or row blocks spread over the image) and the
+    factor that scales a compressed size of them up to the whole image."""
     width, height = header.width, header.height
     rows_wanted = max(1, PROBE_LABELS // width)
     if rows_wanted * 2 > height:
-        return len(zlib.compress(label_bytes(labels, header.label_bits), level))
+        return label_bytes(labels, header.label_bits), 1.0
     grid = np.asarray(labels).reshape(height, width)
     block = max(1, rows_wanted // PROBE_BLOCKS)
     starts = np.linspace(0, height - block, PROBE_BLOCKS).astype(int)
     sample = np.concatenate([grid[start : start + block] for start in starts])
-    return len(zlib.compress(label_bytes(sample, header.label_bits), level)) * height / sample.shape[0]
+    return label_bytes(sample, header.label_bits), height / sample.shape[0]
+
+
+def deflate_probe(labels: np.ndarray, header: Header, level: int = PROBE_LEVEL,
+                  sample: tuple[bytes, float] | None = None) -> float:
+    """A quick estimate of deflate's size: `level` over probe_sample's bytes (pass them to reuse them), scaled up."""
+    data, scale = probe_sample(labels, header) if sample is None else sample
+    return len(zlib.compress(data, level)) * scale
 
 
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
@@ -278,8 +286,9 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
     if _ctxcoder is not None:
         context = CONTEXT.encode(labels, header)
         candidates.append((CONTEXT, context))
-        if deflate_probe(labels, header, FIRST_PROBE_LEVEL) < LZMA_WORTH_TRYING * len(context):
-            probe = deflate_probe(labels, header)
+        sample = probe_sample(labels, header)
+        if deflate_probe(labels, header, FIRST_PROBE_LEVEL, sample) < LZMA_WORTH_TRYING * len(context):
+            probe = deflate_probe(labels, header, PROBE_LEVEL, sample)
             try_deflate = probe < DEFLATE_WORTH_TRYING * len(context)
             try_lzma = probe < LZMA_WORTH_TRYING * len(context)
     if try_deflate:
