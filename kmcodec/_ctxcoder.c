@@ -8,13 +8,13 @@
  * decoding and for each model, so they cannot drift apart. Everything is integer
  * arithmetic, and every name and constant below is the one the spec uses.
  *
- * Python interface (model 3, the default, is coding 3's model; model 4 codes one band of coding 4):
+ * Python interface (model 3, the default, is coding 3's model; models 4 and 5 code one band of codings 4 and 5):
  *   encode(labels, width, height, k, model=3) -> bytes
  *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2.
  *   decode(payload, width, height, k, out, model=3) -> None
  *       out: a writable C-contiguous buffer for width*height labels, itemsize 1 or 2.
  *       Raises ValueError if the payload ends early or has bytes left over, or if model is not
- *       3 or 4; never reads outside `payload` and never writes outside `out`.
+ *       3, 4 or 5; never reads outside `payload` and never writes outside `out`.
  *   Both release the GIL while they code.
  */
 #define PY_SSIZE_T_CLEAN
@@ -190,6 +190,13 @@ static inline __attribute__((always_inline)) int code_bit(const int ENC, Coder *
 #define M4_APM_RATE 7
 #define M4_RUN_CONTEXTS 36864 /* (above 0..8) * 16 + run (0..15), times 256 pattern bits */
 
+/* Model 5 (coding one band of coding 5, spec 5.4.1): model 4 with joint contexts. The questions' third model
+   is chosen by all four neighbours (W, N, NW, NE) instead of (NW, NE), and the tree mixes W, N and the joint
+   pairs (W, N) and (NW, NE) instead of W, N, NW and NE. */
+#define M5_QUAD_BITS 16  /* the (W, N, NW, NE) context: exact up to 4 * b = 16 bits, else hashed to 16 bits */
+#define M5_JOINT_BITS 6  /* the tree's joint contexts reduce each label to its top 6 bits */
+#define M5_HASH 0x9E3779B97F4A7C15ull
+
 /* Model 4: the same logistic curve with 16-bit output (T16[i] = round(65536 / (1 + e^((16 - i) / 2)))). */
 static const int SQUASH16_POINTS[33] = {22, 36, 60, 98, 162, 267, 439, 720, 1179, 1921, 3108, 4971, 7812, 11955,
                                         17625, 24743, 32768, 40793, 47911, 53581, 57724, 60565, 62428, 63615,
@@ -215,7 +222,10 @@ typedef struct {
     Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
     int32_t weights[8][MIX_INPUTS]; /* model 3: tree mixer weights per depth */
     /* model 4 only */
-    Bit *diag;                      /* [4][65536]: the questions, context: reduced (NW, NE) */
+    Bit *diag;                      /* [4][65536]: the questions, context: reduced (NW, NE) (model 5: quad) */
+    size_t diag_stride;             /* 65536 (model 4), 2^min(4b, 16) (model 5: quad[j] is diag + j * stride) */
+    Bit *joint;                     /* model 5: [2][2^(2 jb)][2^nb], the tree's (W, N) and (NW, NE) contexts */
+    size_t joint_half;              /* 2^(2 jb + nb): where the (NW, NE) half starts */
     Bit *runs;                      /* [4][M4_RUN_CONTEXTS]: the questions, context: runs and pattern */
     int32_t tree_weights[8][4][MIX_INPUTS];  /* tree mixer weights per depth and number of questions */
     int32_t (*question_weights)[4][M4_INPUTS]; /* [PATTERNS][4]: question mixer weights */
@@ -223,10 +233,16 @@ typedef struct {
     Bit *memory;
 } Model;
 
+static inline int joint_bits(int bits) { return bits < M5_JOINT_BITS ? bits : M5_JOINT_BITS; }
+static inline int node_bits(int bits) { return bits < 8 ? bits : 8; }
+
 static int model_init(Model *m, int bits, int model) {
     size_t pair = 4 * 65536, tree = 4 * 256 * 256, deep = bits > 8 ? ((size_t)1 << bits) : 0;
-    size_t diag = model == 4 ? 4 * 65536 : 0, runs = model == 4 ? 4 * M4_RUN_CONTEXTS : 0;
-    m->memory = (Bit *)malloc(sizeof(Bit) * (pair + tree + deep + diag + runs));
+    m->diag_stride = model == 5 ? (size_t)1 << (4 * bits < M5_QUAD_BITS ? 4 * bits : M5_QUAD_BITS) : 65536;
+    m->joint_half = model == 5 ? (size_t)1 << (2 * joint_bits(bits) + node_bits(bits)) : 0;
+    size_t diag = model >= 4 ? 4 * m->diag_stride : 0, runs = model >= 4 ? 4 * M4_RUN_CONTEXTS : 0;
+    size_t joint = 2 * m->joint_half;
+    m->memory = (Bit *)malloc(sizeof(Bit) * (pair + tree + deep + diag + runs + joint));
     m->question_weights = NULL;
     m->apm = NULL;
     if (!m->memory) return -1;
@@ -235,11 +251,12 @@ static int model_init(Model *m, int bits, int model) {
     m->deep = m->tree + tree;
     m->diag = m->deep + deep;
     m->runs = m->diag + diag;
-    reset_bits(m->memory, pair + tree + deep + diag + runs);
+    m->joint = m->runs + runs;
+    reset_bits(m->memory, pair + tree + deep + diag + runs + joint);
     reset_bits(&m->same[0][0], 4 * PATTERNS);
     for (int d = 0; d < 8; d++)
         for (int i = 0; i < MIX_INPUTS; i++) m->weights[d][i] = WEIGHT_INIT;
-    if (model == 4) {
+    if (model >= 4) {
         m->question_weights = malloc(sizeof(*m->question_weights) * PATTERNS);
         m->apm = malloc(sizeof(*m->apm) * 4);
         if (!m->question_weights || !m->apm) {
@@ -330,7 +347,7 @@ static inline __attribute__((always_inline)) int code_question(
 }
 
 /* Code one label (ENC: `value` is the label; decoding: `value` is ignored); returns the label.
-   `runs` is model 4's run context (ignored by model 3). */
+   `runs` is the run context of models 4 and 5 (ignored by model 3). */
 static inline __attribute__((always_inline)) uint32_t code_pixel(
     const int ENC, const int MODEL, Coder *c, Model *m, uint32_t value, uint32_t W, uint32_t N, uint32_t NW,
     uint32_t NE, uint32_t pattern, int bits, uint32_t k, int shift, uint32_t runs)
@@ -347,10 +364,16 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
             code_same(ENC, c, &m->same[3][pattern], pair + 3 * 65536, ENC && value == NE))
             return NE;
     } else {
-        Bit *diag = m->diag + (((NW >> shift) << 8) | (NE >> shift));
+        Bit *diag;
+        if (MODEL == 4) {
+            diag = m->diag + (((NW >> shift) << 8) | (NE >> shift));
+        } else { /* model 5: quad, the four neighbours' labels side by side, hashed when they need over 16 bits */
+            uint64_t key = ((((uint64_t)W << bits | N) << bits | NW) << bits) | NE;
+            diag = m->diag + (4 * bits <= M5_QUAD_BITS ? key : (key * M5_HASH) >> (64 - M5_QUAD_BITS));
+        }
         Bit *run = m->runs + runs;
         int32_t (*w)[M4_INPUTS] = m->question_weights[pattern];
-#define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j) * 65536, diag + (j) * 65536, \
+#define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j) * 65536, diag + (j) * m->diag_stride, \
                                      run + (j) * M4_RUN_CONTEXTS, w[j], m->apm[j][pattern], ENC && value == (v))
         if (QUESTION(0, W)) return W;
         if (N != W) {
@@ -373,6 +396,11 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
     Bit *tn = m->tree + ((size_t)1 * 256 + (N >> shift)) * 256;
     Bit *tnw = m->tree + ((size_t)2 * 256 + (NW >> shift)) * 256;
     Bit *tne = m->tree + ((size_t)3 * 256 + (NE >> shift)) * 256;
+    if (MODEL == 5) { /* the joint contexts take the places of NW and NE */
+        int jb = joint_bits(bits), js = bits - jb, nb = node_bits(bits);
+        tnw = m->joint + ((size_t)((W >> js) << jb | (N >> js)) << nb);
+        tne = m->joint + m->joint_half + ((size_t)((NW >> js) << jb | (NE >> js)) << nb);
+    }
     uint32_t node = 1;
     for (int d = 0; d < bits; d++) {
         int rest = bits - 1 - d;
@@ -421,7 +449,7 @@ static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uin
                 | (uint32_t)(N == NW) << 3 | (uint32_t)(W == WW) << 4 | (uint32_t)(N == NN) << 5           \
                 | (uint32_t)(NW == NE) << 6 | (uint32_t)(W == NE) << 7 | kind << 8;                        \
             uint32_t runs = 0;                                                                             \
-            if (MODEL == 4) {                                                                              \
+            if (MODEL >= 4) {                                                                              \
                 /* above: how many of up[x .. x+7] equal W, counted from up[x] (= N) */                  \
                 uint32_t above = 0;                                                                        \
                 if (up && N == W) {                                                                        \
@@ -455,15 +483,21 @@ DEFINE_WALK(encode4_u8, 1, uint8_t, 4)
 DEFINE_WALK(encode4_u16, 1, uint16_t, 4)
 DEFINE_WALK(decode4_u8, 0, uint8_t, 4)
 DEFINE_WALK(decode4_u16, 0, uint16_t, 4)
+DEFINE_WALK(encode5_u8, 1, uint8_t, 5)
+DEFINE_WALK(encode5_u16, 1, uint16_t, 5)
+DEFINE_WALK(decode5_u8, 0, uint8_t, 5)
+DEFINE_WALK(decode5_u16, 0, uint16_t, 5)
 
 typedef void (*Walk)(Coder *, Model *, void *, size_t, size_t, uint32_t, int);
 
 static Walk walk_of(int enc, int model, Py_ssize_t itemsize) {
-    static const Walk walks[2][2][2] = {
-        {{(Walk)decode3_u8, (Walk)decode3_u16}, {(Walk)decode4_u8, (Walk)decode4_u16}},
-        {{(Walk)encode3_u8, (Walk)encode3_u16}, {(Walk)encode4_u8, (Walk)encode4_u16}},
+    static const Walk walks[2][3][2] = {
+        {{(Walk)decode3_u8, (Walk)decode3_u16}, {(Walk)decode4_u8, (Walk)decode4_u16},
+         {(Walk)decode5_u8, (Walk)decode5_u16}},
+        {{(Walk)encode3_u8, (Walk)encode3_u16}, {(Walk)encode4_u8, (Walk)encode4_u16},
+         {(Walk)encode5_u8, (Walk)encode5_u16}},
     };
-    return walks[enc][model == 4][itemsize == 2];
+    return walks[enc][model - 3][itemsize == 2];
 }
 
 static int label_bits_of(uint32_t k) {
@@ -483,8 +517,8 @@ static int check_shape(Py_ssize_t width, Py_ssize_t height, unsigned long k, Py_
 }
 
 static int check_model(int model) {
-    if (model != 3 && model != 4) {
-        PyErr_Format(PyExc_ValueError, "model must be 3 or 4, not %d", model);
+    if (model < 3 || model > 5) {
+        PyErr_Format(PyExc_ValueError, "model must be 3, 4 or 5, not %d", model);
         return -1;
     }
     return 0;
@@ -589,9 +623,9 @@ done:
 
 static PyMethodDef methods[] = {
     {"encode", (PyCFunction)(void (*)(void))py_encode, METH_VARARGS | METH_KEYWORDS,
-     "encode(labels, width, height, k, model=3) -> bytes: context-code a label array with model 3 or 4."},
+     "encode(labels, width, height, k, model=3) -> bytes: context-code a label array with model 3, 4 or 5."},
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
-     "decode(payload, width, height, k, out, model=3): decode labels into out (model 3 or 4)."},
+     "decode(payload, width, height, k, out, model=3): decode labels into out (model 3, 4 or 5)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -1,6 +1,7 @@
-"""A pure-Python decoder of the context coding, written from spec/kmq.md sections 5.2 and 5.3.1 alone.
+"""A pure-Python decoder of the context coding, written from spec/kmq.md sections 5.2, 5.3.1 and 5.4.1 alone.
 
-Model 3 is coding 3's model (5.2); model 4 is the model of coding 4's bands (5.3.1).
+Model 3 is coding 3's model (5.2); models 4 and 5 are the models of the bands of
+codings 4 (5.3.1) and 5 (5.4.1).
 Slow (tens of microseconds per pixel) and only for tests: it checks that the spec
 and the compiled kernel describe the same bitstream.
 """
@@ -90,7 +91,8 @@ class RangeDecoder:
 
 
 def decode_context(payload: bytes, width: int, height: int, k: int, model: int = 3) -> list[int]:
-    """Decode a context payload to width*height labels with model 3 (spec 5.2) or 4 (5.3.1); StreamError as the spec rejects."""
+    """Decode a context payload to width*height labels with model 3 (spec 5.2), 4 (5.3.1) or 5 (5.4.1);
+    StreamError as the spec rejects."""
     n = width * height
     if k == 1:
         if payload:
@@ -106,14 +108,18 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
     weights = [[16384] * 4 for _ in range(8)]
 
     # model 4 (5.3.1)
-    limit_tree = 30 if model == 4 else 60
-    if model == 4:
+    limit_tree = 30 if model >= 4 else 60
+    if model >= 4:
         same = [[Model(255) for _ in range(1024)] for _ in range(4)]
     diagm = [dict() for _ in range(4)]
     runm = [dict() for _ in range(4)]
     qw: dict[tuple[int, int], list[int]] = {}
     apm: dict[tuple[int, int], list[int]] = {}
     tw = [[[16384] * 4 for _ in range(4)] for _ in range(8)]
+    # model 5 (5.4.1): quad replaces diag as the questions' third context; joint replaces tree[2] and tree[3]
+    joint = [dict(), dict()]
+    jb = min(b, 6)
+    js = b - jb
 
     def get(table: dict, key, limit: int = 60) -> Model:
         found = table.get(key)
@@ -153,7 +159,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
         bit = rc.bit(min(max(q * 16, 32), 65504))
         for m in models:
             m.adapt(bit)
-        e = ((bit * 4096) - q) * (2 if model == 4 else 3)
+        e = ((bit * 4096) - q) * (2 if model >= 4 else 3)
         for i in range(4):
             w[i] = min(max(w[i] + (s[i] * e) // 1024, -8388608), 8388608)
         return bit
@@ -180,13 +186,16 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
             pattern = ((W == N) + 2 * (W == NW) + 4 * (N == NE) + 8 * (N == NW) + 16 * (W == WW)
                        + 32 * (N == NN) + 64 * (NW == NE) + 128 * (W == NE) + 256 * kind)
             pair = (W >> shift) * 256 + (N >> shift)
-            if model == 4:
+            if model >= 4:
                 above = 0
                 if y >= 1:
                     while above < 8 and x + above < width and at(x + above, y - 1) == W:
                         above += 1
                 runs = (above * 16 + min(run, 15)) * 256 + pattern % 256
                 diag = (NW >> shift) * 256 + (NE >> shift)
+                if model == 5:
+                    key = (((W << b | N) << b | NW) << b) | NE
+                    diag = key if 4 * b <= 16 else ((key * 0x9E3779B97F4A7C15) % 2**64) >> 48
                 asked = [True, N != W, NW not in (W, N), NE not in (W, N, NW)]
                 questions = sum(asked)
 
@@ -212,7 +221,10 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
                     elif d < 8:
                         models = [get(tree[j], (v >> shift, node), limit_tree)
                                   for j, v in enumerate((W, N, NW, NE))]
-                        bit = mixed(models, tw[d][questions - 1] if model == 4 else weights[d])
+                        if model == 5:
+                            models[2:] = [get(joint[0], (W >> js, N >> js, node), limit_tree),
+                                          get(joint[1], (NW >> js, NE >> js, node), limit_tree)]
+                        bit = mixed(models, tw[d][questions - 1] if model >= 4 else weights[d])
                     else:
                         deep_model = get(deep, node)
                         bit = rc.bit(deep_model.p)
