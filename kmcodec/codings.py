@@ -3,9 +3,10 @@
 Each coding turns a flat label array into payload bytes and back. Raw (0) is the
 bit-packed stream itself; deflate (1) and lzma (2) compress the labels laid out
 one per byte (two, big-endian, when b > 8) with the standard library; context1 (3)
-is the context-modelling range coder of spec section 5.2, in a compiled kernel, and
+is the context-modelling range coder of spec section 5.2, in a compiled kernel,
 context (4) is the same coder run on independent horizontal bands (spec 5.3) so
-that several cores share the work.
+that several cores share the work, and context2 (5) is coding 4's band layer with a
+model of joint neighbour contexts (spec 5.4), auto's choice up to k = 64.
 Every decoder is bounded: it never produces (or allocates for) more labels than
 the header declares.
 """
@@ -138,9 +139,11 @@ def _context_kernel():
     return _ctxcoder
 
 
-#: The kernel's context models: coding 3 is one stream of model 3 (spec 5.2), coding 4 bands of model 4 (5.3.1).
+#: The kernel's context models: coding 3 is one stream of model 3 (spec 5.2), coding 4 bands of model 4 (5.3.1),
+#: coding 5 bands of model 5 (5.4.1).
 CONTEXT1_MODEL = 3
 BAND_MODEL = 4
+JOINT_BAND_MODEL = 5
 
 
 def _flat_labels(labels: np.ndarray, header: Header) -> np.ndarray:
@@ -183,35 +186,46 @@ def _context_decode(payload: bytes, header: Header) -> np.ndarray:
     return out
 
 
-def _banded_encode(labels: np.ndarray, header: Header) -> bytes:
-    kernel = _context_kernel()
-    if header.k == 1:
-        return b""
-    width, k = header.width, header.k
-    return banded.encode_bands(_flat_labels(labels, header), width, header.height,
-                               lambda band, rows: kernel.encode(band, width, rows, k, BAND_MODEL))
+def _banded_encoder(model: int) -> Callable[[np.ndarray, Header], bytes]:
+    """The encoder of a banded context coding (spec 5.3): every band coded with `model`."""
+    def encode(labels: np.ndarray, header: Header) -> bytes:
+        kernel = _context_kernel()
+        if header.k == 1:
+            return b""
+        width, k = header.width, header.k
+        return banded.encode_bands(_flat_labels(labels, header), width, header.height,
+                                   lambda band, rows: kernel.encode(band, width, rows, k, model))
+    return encode
 
 
-def _banded_decode(payload: bytes, header: Header, workers: int | None = None) -> np.ndarray:
-    kernel = _context_kernel()
-    if header.k == 1:
-        if payload:
-            raise CodingError(f"payload: a k = 1 banded context payload must be empty, this one has {len(payload)} bytes")
-        return np.zeros(header.pixel_count, dtype=label_dtype(header.label_bits))
-    width, k = header.width, header.k
-    parts = banded.split_bands(payload, width, header.height, _context_min_bytes)
-    out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
-    banded.decode_bands(parts, width, out, lambda stream, rows, band: _decode_stream(kernel, stream, width, rows, k, band, BAND_MODEL),
-                        workers=workers)
-    return out
+def _banded_decoder(model: int) -> Callable[..., np.ndarray]:
+    """The decoder of a banded context coding (spec 5.3): bands decoded with `model` on up to `workers` threads."""
+    def decode(payload: bytes, header: Header, workers: int | None = None) -> np.ndarray:
+        kernel = _context_kernel()
+        if header.k == 1:
+            if payload:
+                raise CodingError(f"payload: a k = 1 banded context payload must be empty, this one has {len(payload)} bytes")
+            return np.zeros(header.pixel_count, dtype=label_dtype(header.label_bits))
+        width, k = header.width, header.k
+        parts = banded.split_bands(payload, width, header.height, _context_min_bytes)
+        out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
+        banded.decode_bands(parts, width, out,
+                            lambda stream, rows, band: _decode_stream(kernel, stream, width, rows, k, band, model),
+                            workers=workers)
+        return out
+    return decode
+
+
+_banded_encode, _banded_decode = _banded_encoder(BAND_MODEL), _banded_decoder(BAND_MODEL)
 
 
 DEFLATE = Coding(1, "deflate", _deflate_encode, _deflate_decode, _any_length)
 LZMA = Coding(2, "lzma", _lzma_encode, _lzma_decode, _any_length)
 CONTEXT1 = Coding(3, "context1", _context_encode, _context_decode, _any_length)
 CONTEXT = Coding(4, "context", _banded_encode, _banded_decode, _any_length)
+CONTEXT2 = Coding(5, "context2", _banded_encoder(JOINT_BAND_MODEL), _banded_decoder(JOINT_BAND_MODEL), _any_length)
 
-CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT1, CONTEXT)}
+CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT1, CONTEXT, CONTEXT2)}
 CODINGS_BY_NAME: dict[str, Coding] = {c.name: c for c in CODINGS.values()}
 
 
@@ -247,6 +261,20 @@ AUTO_LZMA_MAX_LABELS = 1 << 19
 PROBE_LABELS = 1 << 20
 PROBE_BLOCKS = 16
 
+#: On images over AUTO_BOTH_CONTEXTS_MAX_LABELS labels auto codes one banded context coding: context2
+#: (model 5) up to this many label bits, context (model 4) above. On the corpus model 5 is 1-16 % smaller
+#: at k = 16 and 64, and up to 1.3 % larger at k = 256, where its joint tree contexts keep only the labels'
+#: top 6 bits (tools/bench_size.py measures both). Smaller images get both, as coding them is cheap.
+JOINT_MODEL_MAX_BITS = 6
+AUTO_BOTH_CONTEXTS_MAX_LABELS = 1 << 19
+
+
+def context_codings_for(header: Header) -> tuple[Coding, ...]:
+    """The banded context codings auto weighs: both on small images, else the one the label width favours."""
+    if header.pixel_count <= AUTO_BOTH_CONTEXTS_MAX_LABELS:
+        return CONTEXT, CONTEXT2
+    return (CONTEXT2,) if header.label_bits <= JOINT_MODEL_MAX_BITS else (CONTEXT,)
+
 
 def probe_sample(labels: np.ndarray, header: Header) -> tuple[bytes, float]:
     """The label bytes a deflate probe compresses (every label, or row blocks spread over the image) and the
@@ -272,7 +300,8 @@ def deflate_probe(labels: np.ndarray, header: Header, level: int = PROBE_LEVEL,
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
     """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both.
 
-    auto always weighs raw (its size is known without packing) and context; deflate and lzma when the
+    auto always weighs raw (its size is known without packing) and the banded context codings of
+    context_codings_for (context2 up to k = 64 on big images, context above); deflate and lzma when the
     context kernel is missing, else as the probes say (see DEFLATE_WORTH_TRYING), lzma only up to
     AUTO_LZMA_MAX_LABELS labels.
     Ties go to the lower coding id.
@@ -284,8 +313,9 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
     sizes = {RAW.id: packed_size(header.pixel_count, header.label_bits)}
     try_deflate = try_lzma = _ctxcoder is None
     if _ctxcoder is not None:
-        context = CONTEXT.encode(labels, header)
-        candidates.append((CONTEXT, context))
+        for context_coding in context_codings_for(header):
+            candidates.append((context_coding, context_coding.encode(labels, header)))
+        context = min((payload for _, payload in candidates[1:]), key=len)
         sample = probe_sample(labels, header)
         if deflate_probe(labels, header, FIRST_PROBE_LEVEL, sample) < LZMA_WORTH_TRYING * len(context):
             probe = deflate_probe(labels, header, PROBE_LEVEL, sample)

@@ -1,7 +1,8 @@
-"""A pure-Python decoder of coding 4's band layer, written from spec/kmq.md section 5.3 alone.
+"""A pure-Python decoder of the band layer of codings 4 and 5, written from spec/kmq.md sections 5.3 and 5.4 alone.
 
 It parses the band table with struct, cuts the rows as the spec says, and decodes each
-band with the reference context decoder (model 4, spec 5.3.1); tests check it against the compiled path.
+band with the reference context decoder (model 4 for coding 4, spec 5.3.1; model 5 for
+coding 5, 5.4.1); tests check it against the compiled path.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ import struct
 from context_reference import StreamError, decode_context
 
 
-def decode_banded(payload: bytes, width: int, height: int, k: int) -> list[int]:
-    """The n labels of a coding-4 payload, in pixel order; StreamError for anything section 5.3 rejects."""
+def decode_banded(payload: bytes, width: int, height: int, k: int, model: int = 4) -> list[int]:
+    """The n labels of a coding-4 (model 4) or coding-5 (model 5) payload, in pixel order; StreamError for
+    anything section 5.3 rejects."""
     if k == 1:
         if payload:
             raise StreamError("k = 1 and the payload is not empty")
@@ -31,6 +33,6 @@ def decode_banded(payload: bytes, width: int, height: int, k: int) -> list[int]:
     offset = 2 + 4 * bands
     for i, length in enumerate(lengths):
         rows = (i + 1) * height // bands - i * height // bands
-        labels += decode_context(payload[offset : offset + length], width, rows, k, model=4)
+        labels += decode_context(payload[offset : offset + length], width, rows, k, model=model)
         offset += length
     return labels

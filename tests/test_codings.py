@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 
 pytestmark = pytest.mark.skipif(codings._ctxcoder is None, reason="kmcodec._ctxcoder not built (python setup.py build_ext --inplace)")
 
-CODED = ("deflate", "lzma", "context1", "context")
+CODED = ("deflate", "lzma", "context1", "context", "context2")
 ALL = ("raw", *CODED)
 
 
@@ -84,8 +84,11 @@ def test_full_size_photos_round_trip_and_context_is_smallest(source: str, k: int
         data = api.encode(image, coding=coding)
         assert api.decode(data) == image
         sizes[coding] = len(data)
-    assert sizes["context"] == min(size for coding, size in sizes.items() if coding != "context1"), sizes
+    banded = min(sizes["context"], sizes["context2"])
+    assert banded == min(size for coding, size in sizes.items() if coding != "context1"), sizes
     assert sizes["context"] < sizes["context1"]  # one band, but model 4 beats model 3 by more than the 6-byte table
+    if k == 16:
+        assert sizes["context2"] < sizes["context"]  # model 5's joint contexts, exact at this k
 
 
 @pytest.mark.parametrize("tiles, expected", [(8, "lzma"), (12, "deflate")])
@@ -108,7 +111,7 @@ def test_quantized_photo_auto_beats_png8_after_optimize(flower: np.ndarray) -> N
     assert api.decode(data) == image
     png = io.BytesIO()
     image.to_pil_palette().save(png, format="PNG", optimize=True)
-    assert data[10] == codings.CONTEXT.id
+    assert data[10] == codings.CONTEXT2.id
     assert len(data) < 0.7 * len(png.getvalue())
 
 
@@ -215,7 +218,7 @@ def test_cli_coding_option_and_info(tmp_path: Path, china: np.ndarray, capsys) -
     assert "(deflate)" in capsys.readouterr().out
     auto = tmp_path / "a.kmq"
     assert cli_main(["encode", str(china_path), str(auto), "-k", "8", "-q"]) == 0
-    assert auto.read_bytes()[10] == codings.CONTEXT.id
+    assert auto.read_bytes()[10] == codings.CONTEXT2.id
     assert api.read(auto) == api.read(out)
     with pytest.raises(SystemExit) as usage:
         cli_main(["encode", str(china_path), str(tmp_path / "x.kmq"), "-k", "8", "--coding", "zip"])
@@ -225,7 +228,7 @@ def test_cli_coding_option_and_info(tmp_path: Path, china: np.ndarray, capsys) -
 def test_pillow_save_option_coding(flower: np.ndarray) -> None:
     image = photo_image(flower, 32, 3)
     picture = image.to_pil_palette()
-    for coding, coding_id in (("raw", 0), ("lzma", 2), ("context1", 3), (None, 4)):
+    for coding, coding_id in (("raw", 0), ("lzma", 2), ("context1", 3), ("context", 4), (None, 5)):
         buffer = io.BytesIO()
         options = {} if coding is None else {"coding": coding}
         picture.save(buffer, format="KMQ", **options)

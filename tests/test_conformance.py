@@ -288,16 +288,18 @@ def test_a_decoder_that_cannot_start_is_a_usage_error(tmp_path: Path, capsys) ->
     assert "cannot run" in capsys.readouterr().err
 
 
-CODED_VALID = sorted(n for n in VALID if conformance.vector_coding(VECTORS / n) in (1, 2, 3))
+CODED_VALID = sorted(n for n in VALID if conformance.vector_coding(VECTORS / n) in (1, 2, 3, 4, 5))
 
 
 @pytest.mark.parametrize("name", CODED_VALID)
 def test_coded_valid_vectors_decode_independently_of_kmcodec(name: str) -> None:
     """The coded vectors are made with kmcodec's coders, so check them with decoders that share no code with it:
-    zlib and lzma over the spec's label layout, and tests/context_reference.py (section 5.2, in pure Python)."""
+    zlib and lzma over the spec's label layout, tests/context_reference.py (sections 5.2, 5.3.1 and 5.4.1, in pure
+    Python) and tests/banded_reference.py (the band layer of 5.3)."""
     import lzma
 
     sys.path.insert(0, str(ROOT / "tests"))
+    from banded_reference import decode_banded
     from context_reference import decode_context
 
     data = (VECTORS / name).read_bytes()
@@ -308,6 +310,8 @@ def test_coded_valid_vectors_decode_independently_of_kmcodec(name: str) -> None:
     coding = data[10]
     if coding == 3:
         labels = decode_context(payload, width, height, k)
+    elif coding in (4, 5):
+        labels = decode_banded(payload, width, height, k, model=coding)
     else:
         layout = zlib.decompress(payload) if coding == 1 else lzma.decompress(payload, format=lzma.FORMAT_XZ)
         if fields["label_bits"] > 8:

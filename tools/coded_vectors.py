@@ -1,4 +1,4 @@
-"""Conformance vectors for the compact codings (spec sections 5.1-5.3): valid files and one-defect corrupt files.
+"""Conformance vectors for the compact codings (spec sections 5.1-5.4): valid files and one-defect corrupt files.
 
 `coded_vectors()` returns a list of dicts for the conformance suite (the lead wires
 it into tools/make_vectors.py): name, data (the whole file), description, and either
@@ -26,7 +26,9 @@ from kmcodec.bitpack import label_bits, label_dtype  # noqa: E402
 from kmcodec.codings import CODINGS_BY_NAME, label_bytes  # noqa: E402
 from kmcodec.container import Header, build_file  # noqa: E402
 
-CODED = ("deflate", "lzma", "context1", "context")
+CODED = ("deflate", "lzma", "context1", "context", "context2")
+#: The banded context codings (spec 5.3, 5.4) and the model that codes their bands.
+BANDED_MODELS = {"context": 4, "context2": 5}
 
 
 def fixed_palette(k: int, channels: int) -> np.ndarray:
@@ -142,7 +144,7 @@ def corrupt_vectors(coding: str) -> list[dict]:
         vectors.append(_bad(f"{prefix}-short-start.kmq", "context1 payload of 3 bytes, shorter than the coder's 4-byte start",
                             header, palette, payload[:3], "coding"))
     else:
-        vectors.extend(_band_table_vectors(header, palette, labels))
+        vectors.extend(_band_table_vectors(coding, header, palette, labels))
     if coding.startswith("context"):
         one = _header(width, height, channels, 1, coding)
         vectors.append(_bad(f"{prefix}-k0001-nonempty.kmq", f"k = 1 {coding} payload that is not empty",
@@ -150,13 +152,13 @@ def corrupt_vectors(coding: str) -> list[dict]:
     return vectors
 
 
-def banded_payload(labels: np.ndarray, header: Header, bands: int) -> bytes:
-    """A coding-4 payload with a chosen band count (the reference encoder picks 1 for small images)."""
-    from kmcodec.codings import BAND_MODEL, _context_kernel
+def banded_payload(labels: np.ndarray, header: Header, bands: int, coding: str = "context") -> bytes:
+    """A coding-4 (or coding-5) payload with a chosen band count (the reference encoder picks 1 for small images)."""
+    from kmcodec.codings import _context_kernel
 
-    kernel, width = _context_kernel(), header.width
+    kernel, width, model = _context_kernel(), header.width, BANDED_MODELS[coding]
     flat = np.ascontiguousarray(labels.reshape(-1))
-    return banded.encode_bands(flat, width, header.height, lambda band, rows: kernel.encode(band, width, rows, header.k, BAND_MODEL),
+    return banded.encode_bands(flat, width, header.height, lambda band, rows: kernel.encode(band, width, rows, header.k, model),
                                bands=bands, workers=1)
 
 
@@ -164,9 +166,9 @@ def _table(bands: int, lengths: list[int]) -> bytes:
     return struct.pack(f">H{len(lengths)}I", bands, *lengths)
 
 
-def _band_table_vectors(header: Header, palette: np.ndarray, labels: np.ndarray) -> list[dict]:
-    """One-defect files in coding 4's band table (spec 5.3), around a valid 3-band payload."""
-    payload = banded_payload(labels, header, 3)
+def _band_table_vectors(coding: str, header: Header, palette: np.ndarray, labels: np.ndarray) -> list[dict]:
+    """One-defect files in the band table (spec 5.3) of coding 4 or 5, around a valid 3-band payload."""
+    payload = banded_payload(labels, header, 3, coding)
     lengths = list(struct.unpack(">3I", payload[2:14]))
     streams = payload[14:]
     rows = header.height
@@ -186,26 +188,27 @@ def _band_table_vectors(header: Header, palette: np.ndarray, labels: np.ndarray)
          + streams[lengths[0] + lengths[1] :]),
     ]
     tall = dataclasses.replace(header, height=70)
-    return [_bad(f"bad-context-{name}.kmq", f"context (coding 4) payload with {what}",
+    coding_id = CODINGS_BY_NAME[coding].id
+    return [_bad(f"bad-{coding}-{name}.kmq", f"{coding} (coding {coding_id}) payload with {what}",
                  tall if name == "band-count-65" else header, palette, data, "coding")
             for name, what, data in defects]
 
 
-def _ok_multiband(k: int, channels: int, width: int, height: int, bands: int, seed: int) -> dict:
-    vector = _ok("context", k, channels, width, height, seed)
+def _ok_multiband(coding: str, k: int, channels: int, width: int, height: int, bands: int, seed: int) -> dict:
+    vector = _ok(coding, k, channels, width, height, seed)
     palette = fixed_palette(k, channels)
     labels = fixed_labels(width, height, k, seed)
-    header = _header(width, height, channels, k, "context")
+    header = _header(width, height, channels, k, coding)
     mode = "rgba" if channels == 4 else "rgb"
-    vector.update(name=f"ok-context-k{k:04d}-{mode}-{width}x{height}-{bands}bands.kmq",
-                  data=_file(header, palette, banded_payload(labels, header, bands)),
-                  description=f"context coding in {bands} bands, k = {k} ({label_bits(k)}-bit labels), {mode.upper()}, "
+    vector.update(name=f"ok-{coding}-k{k:04d}-{mode}-{width}x{height}-{bands}bands.kmq",
+                  data=_file(header, palette, banded_payload(labels, header, bands, coding)),
+                  description=f"{coding} coding in {bands} bands, k = {k} ({label_bits(k)}-bit labels), {mode.upper()}, "
                               f"{width}x{height}")
     return vector
 
 
 def coded_vectors() -> list[dict]:
-    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma), 3 (context1) and 4 (context)."""
+    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma), 3 (context1), 4 (context) and 5 (context2)."""
     vectors: list[dict] = []
     cases = [(2, 3, 31, 17), (16, 3, 97, 61), (64, 3, 97, 61), (64, 4, 64, 48), (256, 3, 80, 50), (1000, 3, 45, 33),
              (1, 3, 9, 7)]
@@ -215,7 +218,12 @@ def coded_vectors() -> list[dict]:
         vectors.extend(corrupt_vectors(coding))
     for index, (k, channels, width, height, bands) in enumerate([(2, 3, 31, 17, 17), (16, 3, 97, 61, 3), (64, 4, 64, 48, 4),
                                                                   (256, 3, 80, 50, 5), (1000, 3, 45, 33, 2)]):
-        vectors.append(_ok_multiband(k, channels, width, height, bands, seed=200 + index))
+        vectors.append(_ok_multiband("context", k, channels, width, height, bands, seed=200 + index))
+    # coding 5 adds cases where its quad context is hashed (4b > 16: k = 17 and 64) or exact (k = 16), and its
+    # joint tree contexts are exact (b <= 6) or reduced (b = 7, 8, 10)
+    for index, (k, channels, width, height, bands) in enumerate([(17, 3, 53, 29, 2), (100, 4, 40, 36, 3),
+                                                                  (16, 3, 97, 61, 3), (256, 3, 80, 50, 5)]):
+        vectors.append(_ok_multiband("context2", k, channels, width, height, bands, seed=300 + index))
     return vectors
 
 
