@@ -1,6 +1,6 @@
 /*
  * _ctxcoder: the compiled kernel of the .kmq context codings (spec/kmq.md: coding 3 in section 5.2,
- * and model 4, the model of each band of coding 4, in section 5.3.1).
+ * model 4, the model of each band of coding 4, in section 5.3.1, and model 5, of coding 5, in 5.4.1).
  *
  * An adaptive binary range coder (LZMA-style carry handling, 32-bit range, 16-bit
  * probabilities) driven by a context model of already-decoded neighbours. The
@@ -222,8 +222,8 @@ typedef struct {
     Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
     int32_t weights[8][MIX_INPUTS]; /* model 3: tree mixer weights per depth */
     /* model 4 only */
-    Bit *diag;                      /* [4][65536]: the questions, context: reduced (NW, NE) (model 5: quad) */
-    size_t diag_stride;             /* 65536 (model 4), 2^min(4b, 16) (model 5: quad[j] is diag + j * stride) */
+    Bit *diag;                      /* [4][65536]: the questions, context: reduced (NW, NE); model 5: quad, stored
+                                       as [2^qb][4], the four questions' models of one context side by side */
     Bit *joint;                     /* model 5: [2][2^(2 jb)][2^nb], the tree's (W, N) and (NW, NE) contexts */
     size_t joint_half;              /* 2^(2 jb + nb): where the (NW, NE) half starts */
     Bit *runs;                      /* [4][M4_RUN_CONTEXTS]: the questions, context: runs and pattern */
@@ -238,9 +238,9 @@ static inline int node_bits(int bits) { return bits < 8 ? bits : 8; }
 
 static int model_init(Model *m, int bits, int model) {
     size_t pair = 4 * 65536, tree = 4 * 256 * 256, deep = bits > 8 ? ((size_t)1 << bits) : 0;
-    m->diag_stride = model == 5 ? (size_t)1 << (4 * bits < M5_QUAD_BITS ? 4 * bits : M5_QUAD_BITS) : 65536;
+    size_t quad = (size_t)1 << (4 * bits < M5_QUAD_BITS ? 4 * bits : M5_QUAD_BITS);
     m->joint_half = model == 5 ? (size_t)1 << (2 * joint_bits(bits) + node_bits(bits)) : 0;
-    size_t diag = model >= 4 ? 4 * m->diag_stride : 0, runs = model >= 4 ? 4 * M4_RUN_CONTEXTS : 0;
+    size_t diag = model == 5 ? 4 * quad : model == 4 ? 4 * 65536 : 0, runs = model >= 4 ? 4 * M4_RUN_CONTEXTS : 0;
     size_t joint = 2 * m->joint_half;
     m->memory = (Bit *)malloc(sizeof(Bit) * (pair + tree + deep + diag + runs + joint));
     m->question_weights = NULL;
@@ -369,11 +369,11 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
             diag = m->diag + (((NW >> shift) << 8) | (NE >> shift));
         } else { /* model 5: quad, the four neighbours' labels side by side, hashed when they need over 16 bits */
             uint64_t key = ((((uint64_t)W << bits | N) << bits | NW) << bits) | NE;
-            diag = m->diag + (4 * bits <= M5_QUAD_BITS ? key : (key * M5_HASH) >> (64 - M5_QUAD_BITS));
+            diag = m->diag + 4 * (4 * bits <= M5_QUAD_BITS ? key : (key * M5_HASH) >> (64 - M5_QUAD_BITS));
         }
         Bit *run = m->runs + runs;
         int32_t (*w)[M4_INPUTS] = m->question_weights[pattern];
-#define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j) * 65536, diag + (j) * m->diag_stride, \
+#define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j) * 65536, diag + (j) * (MODEL == 5 ? 1 : 65536), \
                                      run + (j) * M4_RUN_CONTEXTS, w[j], m->apm[j][pattern], ENC && value == (v))
         if (QUESTION(0, W)) return W;
         if (N != W) {

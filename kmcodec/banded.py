@@ -1,4 +1,4 @@
-"""The band layer of coding 4 (spec section 5.3): labels cut into horizontal bands that are coded independently.
+"""The band layer of codings 4 and 5 (spec sections 5.3, 5.4): labels cut into horizontal bands coded independently.
 
 Independent bands are what lets one image be coded and decoded on several cores at
 once: each band is a standalone label image for the context coder, so the bands of a

@@ -66,13 +66,16 @@ def readme_webp_ratios() -> dict[tuple[str, int], float]:
     """(image, k) -> auto / webp bytes from README.md's Sizes table (empty if absent)."""
     ratios = {}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    auto_column = webp_column = None
     for line in readme.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 11 and cells[1].isdigit():
+        if cells[:2] == ["image", "k"] and "auto" in cells and "webp" in cells:
+            auto_column, webp_column = cells.index("auto"), cells.index("webp")
+        elif auto_column is not None and len(cells) > webp_column and cells[1].isdigit():
             def num(cell: str) -> int:
                 return int(re.sub(r"[^0-9]", "", cell.split("(")[0]))
             try:
-                ratios[(cells[0], int(cells[1]))] = num(cells[5]) / num(cells[10])
+                ratios[(cells[0], int(cells[1]))] = num(cells[auto_column]) / num(cells[webp_column])
             except ValueError:
                 continue
     return ratios
