@@ -1,12 +1,13 @@
-"""Compare the context models of the kernel (model 3 vs model 4) on the corpus: bytes and ns/pixel.
+"""Compare the context models of the kernel (models 3, 4 and 5; --models picks them) on the corpus: bytes and ns/pixel.
 
 Quantizes every corpus image once (kmcodec.quantize, fast engine, seed 0) per k and
 caches the labels under bench-out/model-cache/; then codes the same labels with each
 model, checks that each decodes back, and reports bytes per image and k, the ratio
-model 4 / model 3, totals and medians. With --time it also reports encode and decode
+of each model to the first, totals and medians. With --time it also reports encode and decode
 ns/pixel (median of --runs interleaved runs, both models in the same loop, so machine
 noise hits them alike). The WebP column is README.md's "Sizes" table (the reference
-engine's quantization, so only a rough guide): est. ratio = README auto/webp x m4/m3.
+engine's quantization, so only a rough guide): est. ratio of model m = README context/webp x m/m4
+(the README's context column is coding 4, model 4; printed when model 4 is among --models).
 
     python tools/model_eval.py [--k 16 64 256] [--images china,flower] [--time] [--runs 5] [--big]
 """
@@ -63,19 +64,19 @@ def cached_labels(path: Path, k: int) -> np.ndarray:
 
 
 def readme_webp_ratios() -> dict[tuple[str, int], float]:
-    """(image, k) -> auto / webp bytes from README.md's Sizes table (empty if absent)."""
+    """(image, k) -> context (coding 4, model 4) / webp bytes from README.md's Sizes table (empty if absent)."""
     ratios = {}
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    auto_column = webp_column = None
+    context_column = webp_column = None
     for line in readme.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if cells[:2] == ["image", "k"] and "auto" in cells and "webp" in cells:
-            auto_column, webp_column = cells.index("auto"), cells.index("webp")
-        elif auto_column is not None and len(cells) > webp_column and cells[1].isdigit():
+        if cells[:2] == ["image", "k"] and "context" in cells and "webp" in cells:
+            context_column, webp_column = cells.index("context"), cells.index("webp")
+        elif context_column is not None and len(cells) > webp_column and cells[1].isdigit():
             def num(cell: str) -> int:
                 return int(re.sub(r"[^0-9]", "", cell.split("(")[0]))
             try:
-                ratios[(cells[0], int(cells[1]))] = num(cells[auto_column]) / num(cells[webp_column])
+                ratios[(cells[0], int(cells[1]))] = num(cells[context_column]) / num(cells[webp_column])
             except ValueError:
                 continue
     return ratios
@@ -158,11 +159,11 @@ def main(argv: list[str] | None = None) -> int:
             ratios = [r[2][m] / r[2][base] for r in group]
             total = sum(r[2][m] for r in group) / sum(r[2][base] for r in group)
             parts.append(f"m{m}/m{base}: median {statistics.median(ratios):.4f} total {total:.4f}")
-            est = [webp[(r[0], r[1])] * r[2][m] / r[2][base] for r in group if (r[0], r[1]) in webp]
-            base_est = [webp[(r[0], r[1])] for r in group if (r[0], r[1]) in webp]
-            if est:
-                parts.append(f"est. webp ratio m{base} {statistics.median(base_est):.3f} -> m{m} "
-                             f"{statistics.median(est):.3f} (n={len(est)})")
+            known = [r for r in group if (r[0], r[1]) in webp]
+            if 4 in models and known:
+                def est(model: int) -> float:
+                    return statistics.median(webp[(r[0], r[1])] * r[2][model] / r[2][4] for r in known)
+                parts.append(f"est. webp ratio m{base} {est(base):.3f} -> m{m} {est(m):.3f} (n={len(known)})")
         print("  ".join(parts))
     return 0
 
