@@ -10,6 +10,17 @@ import pytest
 GNOME_BACKGROUNDS = Path("/usr/share/backgrounds/gnome")
 
 
+def damaged_stream(data, payload: bytes) -> bytes:
+    """The payload with 1 to 4 bit flips and then cut at a length, all drawn by Hypothesis (`data` is st.data())."""
+    from hypothesis import strategies as st
+
+    damaged = bytearray(payload)
+    for _ in range(data.draw(st.integers(1, 4))):
+        position = data.draw(st.integers(0, len(damaged) - 1))
+        damaged[position] ^= 1 << data.draw(st.integers(0, 7))
+    return bytes(damaged[: data.draw(st.integers(0, len(damaged)))])
+
+
 def sklearn_image(name: str) -> np.ndarray:
     """scikit-learn's bundled sample photo (china.jpg or flower.jpg) as an RGB array.
 

@@ -17,6 +17,7 @@ from kmcodec.errors import CodingError, KMQError
 from kmcodec.image import KMQImage
 
 from banded_reference import decode_banded
+from conftest import damaged_stream
 from context_reference import StreamError
 from test_codings import labels_from_photo
 
@@ -177,11 +178,7 @@ def test_k1_payload_is_empty_and_anything_else_is_rejected() -> None:
 @given(data=st.data())
 def test_damaged_banded_payloads_decode_or_raise_coding(three_bands, data) -> None:
     header, payload, labels = three_bands
-    damaged = bytearray(payload)
-    for _ in range(data.draw(st.integers(1, 4))):
-        position = data.draw(st.integers(0, len(damaged) - 1))
-        damaged[position] ^= 1 << data.draw(st.integers(0, 7))
-    damaged = bytes(damaged[: data.draw(st.integers(0, len(damaged)))])
+    damaged = damaged_stream(data, payload)
     try:
         image = api.decode(file_with(header, damaged))
     except KMQError as exc:

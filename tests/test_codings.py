@@ -22,7 +22,7 @@ from kmcodec.container import Header, build_file
 from kmcodec.errors import CodingError, KMQError, LabelError
 from kmcodec.image import KMQImage
 
-from conftest import skimage_image
+from conftest import damaged_stream, skimage_image
 from context_reference import StreamError, decode_context
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
@@ -142,12 +142,7 @@ def context_sample(china: np.ndarray) -> tuple[Header, bytes, bytes, np.ndarray]
 @given(data=st.data())
 def test_flipped_or_truncated_context_payloads_decode_or_raise_coding(context_sample, data) -> None:
     header, palette, payload, labels = context_sample
-    damaged = bytearray(payload)
-    for _ in range(data.draw(st.integers(1, 4))):
-        position = data.draw(st.integers(0, len(damaged) - 1))
-        damaged[position] ^= 1 << data.draw(st.integers(0, 7))
-    cut = data.draw(st.integers(0, len(damaged)))
-    damaged = bytes(damaged[:cut])
+    damaged = damaged_stream(data, payload)
     try:
         image = api.decode(coded_file(header, palette, damaged))
     except KMQError as exc:

@@ -1,7 +1,8 @@
-"""Model 4 of the context kernel (spec 5.3.1, the model of coding 4's bands) on real images.
+"""Models 4 and 5 of the context kernel (spec 5.3.1 and 5.4.1, the models of the bands of codings 4 and 5).
 
-The pure-Python decoder written from the spec must agree with the compiled kernel
-bit for bit; the kernel must round-trip, reject damaged streams, and beat model 3.
+On real images, for both models: the pure-Python decoder written from the spec must
+agree with the compiled kernel bit for bit, and the kernel must round-trip and reject
+damaged streams. Model 4 must beat model 3 (model 5's gains: test_context_model5.py).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import kmcodec
 from kmcodec import codings
 from kmcodec.bitpack import label_bits, label_dtype
 
-from conftest import skimage_image
+from conftest import damaged_stream, skimage_image
 from context_reference import StreamError, decode_context
 
 pytestmark = pytest.mark.skipif(codings._ctxcoder is None, reason="kmcodec._ctxcoder not built (python setup.py build_ext --inplace)")
@@ -33,65 +34,74 @@ def colour_labels(pixels: np.ndarray, k: int) -> np.ndarray:
     return ((key * k) >> 24).astype(label_dtype(label_bits(k)))
 
 
-def encode4(labels: np.ndarray, k: int) -> bytes:
+#: The band models: 4 (coding 4) and 5 (coding 5).
+MODELS = (4, 5)
+
+
+def encode(labels: np.ndarray, k: int, model: int) -> bytes:
     height, width = labels.shape
-    return codings._ctxcoder.encode(labels, width, height, k, model=4)
+    return codings._ctxcoder.encode(labels, width, height, k, model=model)
 
 
-def decode4(payload: bytes, shape: tuple[int, int], k: int, dtype) -> np.ndarray:
+def decode(payload: bytes, shape: tuple[int, int], k: int, dtype, model: int) -> np.ndarray:
     height, width = shape
     out = np.empty(shape, dtype=dtype)
-    codings._ctxcoder.decode(payload, width, height, k, out, model=4)
+    codings._ctxcoder.decode(payload, width, height, k, out, model=model)
     return out
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize(
     "k, box, source",
     [
         (2, (0, 0, 31, 23), "quantized"),
-        (3, (40, 10, 45, 30), "quantized"),
-        (16, (200, 300, 40, 37), "quantized"),
+        (3, (40, 10, 45, 30), "quantized"),  # model 5: 4b = 8, the quad context is exact
+        (16, (200, 300, 40, 37), "quantized"),  # model 5: 4b = 16, the largest exact quad
+        (17, (120, 80, 44, 30), "quantized"),  # model 5: hashed quad, exact joint tree contexts
         (37, (120, 80, 50, 33), "quantized"),
-        (64, (200, 300, 50, 33), "quantized"),
+        (64, (200, 300, 50, 33), "quantized"),  # model 5: b = 6, the largest exact joint contexts
+        (100, (150, 250, 41, 30), "quantized"),  # model 5: b = 7, joint contexts reduced by one bit
         (256, (150, 250, 41, 30), "quantized"),
-        (300, (200, 300, 26, 21), "colour"),
+        (300, (200, 300, 26, 21), "colour"),  # b > 8: deep tree nodes
         (1000, (210, 310, 23, 19), "colour"),
-        (65536, (100, 100, 17, 13), "colour"),
+        (65536, (100, 100, 17, 13), "colour"),  # model 5: b = 16, the 64-bit quad key
         (16, (5, 5, 1, 40), "quantized"),  # one column: no NE, no left neighbour
         (64, (5, 5, 70, 1), "quantized"),  # one row: N, NW, NE are all W
     ],
 )
-def test_reference_decoder_written_from_the_spec_agrees_with_the_kernel(china: np.ndarray, k, box, source) -> None:
+def test_reference_decoder_written_from_the_spec_agrees_with_the_kernel(china: np.ndarray, k, box, source, model) -> None:
     y, x, width, height = box
     crop = china[y : y + height, x : x + width]
     labels = quantized_labels(crop, k) if source == "quantized" else colour_labels(crop, k)
     k = max(k, int(labels.max()) + 1)
-    payload = encode4(labels, k)
-    assert decode_context(payload, width, height, k, model=4) == labels.reshape(-1).tolist()
-    assert np.array_equal(decode4(payload, labels.shape, k, labels.dtype), labels)
+    payload = encode(labels, k, model)
+    assert decode_context(payload, width, height, k, model=model) == labels.reshape(-1).tolist()
+    assert np.array_equal(decode(payload, labels.shape, k, labels.dtype, model), labels)
     with pytest.raises(StreamError):
-        decode_context(payload[:-1], width, height, k, model=4)
+        decode_context(payload[:-1], width, height, k, model=model)
     with pytest.raises(StreamError):
-        decode_context(payload + b"\x00", width, height, k, model=4)
+        decode_context(payload + b"\x00", width, height, k, model=model)
 
 
-def test_reference_agrees_on_a_gnome_background_crop_with_long_runs() -> None:
+@pytest.mark.parametrize("model, k", [(4, 16), (5, 64)])
+def test_reference_agrees_on_a_gnome_background_crop_with_long_runs(model: int, k: int) -> None:
     """Wide flat areas exercise the run contexts (above = 8, run >= 15) and the APM's extreme buckets."""
     from conftest import gnome_background
     from PIL import Image
 
     with Image.open(gnome_background("adwaita-l.webp")) as image:
         crop = np.asarray(image.convert("RGB").crop((1000, 1000, 1120, 1030)))
-    labels = quantized_labels(crop, 16)
-    payload = encode4(labels, 16)
-    assert decode_context(payload, 120, 30, 16, model=4) == labels.reshape(-1).tolist()
+    labels = quantized_labels(crop, k)
+    payload = encode(labels, k, model)
+    assert decode_context(payload, 120, 30, k, model=model) == labels.reshape(-1).tolist()
 
 
+@pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("k", [2, 16, 64, 256, 3000])
-def test_kernel_round_trips_full_photos(flower: np.ndarray, k: int) -> None:
+def test_kernel_round_trips_full_photos(flower: np.ndarray, k: int, model: int) -> None:
     labels = colour_labels(flower, k) if k > 256 else quantized_labels(flower, k)
-    payload = encode4(labels, k)
-    assert np.array_equal(decode4(payload, labels.shape, k, labels.dtype), labels)
+    payload = encode(labels, k, model)
+    assert np.array_equal(decode(payload, labels.shape, k, labels.dtype, model), labels)
 
 
 def test_model_4_is_smaller_than_model_3_on_quantized_photos(china: np.ndarray, flower: np.ndarray) -> None:
@@ -121,23 +131,18 @@ def test_model_argument(china: np.ndarray) -> None:
     assert kernel.encode(labels[:1, :1], 1, 1, 1, model=4) == b""
 
 
-@pytest.fixture(scope="module")
-def model4_sample(china: np.ndarray) -> tuple[np.ndarray, bytes]:
+@pytest.fixture(scope="module", params=MODELS)
+def model_sample(request, china: np.ndarray) -> tuple[int, np.ndarray, bytes]:
     labels = quantized_labels(china[50:90, 60:120], 64)
-    return labels, encode4(labels, 64)
+    return request.param, labels, encode(labels, 64, request.param)
 
 
 @settings(max_examples=100, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_damaged_model_4_streams_decode_to_valid_labels_or_raise(model4_sample, data) -> None:
-    labels, payload = model4_sample
-    damaged = bytearray(payload)
-    for _ in range(data.draw(st.integers(1, 4))):
-        position = data.draw(st.integers(0, len(damaged) - 1))
-        damaged[position] ^= 1 << data.draw(st.integers(0, 7))
-    damaged = bytes(damaged[: data.draw(st.integers(0, len(damaged)))])
+def test_damaged_streams_decode_to_valid_labels_or_raise(model_sample, data) -> None:
+    model, labels, payload = model_sample
     try:
-        out = decode4(damaged, labels.shape, 64, labels.dtype)
+        out = decode(damaged_stream(data, payload), labels.shape, 64, labels.dtype, model)
     except ValueError:
         return
     assert int(out.max()) < 64
