@@ -249,3 +249,21 @@ def test_decode_to_png_writes_a_palette_png_up_to_256_colours(photo: Path, tmp_p
         assert np.array_equal(np.asarray(written.convert("RGB")), image.to_array())
         if written.mode == "P":
             assert len(written.getpalette()) // 3 <= 256
+
+
+@pytest.mark.parametrize("user_setting, expected", [(None, 1), ("2", 2)])
+def test_the_command_line_gives_openblas_one_thread_unless_the_user_chose(user_setting, expected) -> None:
+    """run() limits numpy's OpenBLAS before numpy loads (its idle threads spin and take CPU from the encoder's)."""
+    pytest.importorskip("threadpoolctl")
+    code = (
+        "from kmcodec import cli; cli.limit_blas_threads(); import numpy, threadpoolctl; "
+        "print([i['num_threads'] for i in threadpoolctl.threadpool_info() if i['internal_api'] == 'openblas'])"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "OPENBLAS_NUM_THREADS"}
+    if user_setting is not None:
+        env["OPENBLAS_NUM_THREADS"] = user_setting
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    counts = json.loads(result.stdout)
+    if not counts:
+        pytest.skip("this numpy does not use OpenBLAS")
+    assert counts == [expected] * len(counts)
