@@ -221,7 +221,7 @@ typedef struct {
     Bit *tree;                      /* [4][256][256]: label bits at depth < 8, contexts W, N, NW, NE */
     Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
     int32_t weights[8][MIX_INPUTS]; /* model 3: tree mixer weights per depth */
-    /* model 4 only */
+    /* models 4 and 5 */
     Bit *diag;                      /* [4][65536]: the questions, context: reduced (NW, NE); model 5: quad, stored
                                        as [2^qb][4], the four questions' models of one context side by side */
     Bit *joint;                     /* model 5: [2][2^(2 jb)][2^nb], the tree's (W, N) and (NW, NE) contexts */
