@@ -218,7 +218,7 @@ static inline int squash16(int d) { return SQUASH16_TABLE[d + 2047]; } /* d alre
 typedef struct {
     Bit same[4][PATTERNS];          /* "label = W / N / NW / NE?", context: the neighbour pattern */
     Bit *pair;                      /* [4][65536]: the same questions, context: reduced (W, N) */
-    Bit *tree;                      /* [4][256][256]: label bits at depth < 8, contexts W, N, NW, NE */
+    Bit *tree;                      /* [4][256][256]: label bits at depth < 8, contexts W, N, NW, NE ([2]: model 5) */
     Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
     int32_t weights[8][MIX_INPUTS]; /* model 3: tree mixer weights per depth */
     /* models 4 and 5 */
@@ -237,7 +237,8 @@ static inline int joint_bits(int bits) { return bits < M5_JOINT_BITS ? bits : M5
 static inline int node_bits(int bits) { return bits < 8 ? bits : 8; }
 
 static int model_init(Model *m, int bits, int model) {
-    size_t pair = 4 * 65536, tree = 4 * 256 * 256, deep = bits > 8 ? ((size_t)1 << bits) : 0;
+    /* model 5's tree uses only tree[0] (W) and tree[1] (N): its joint contexts replace tree[2] and tree[3] */
+    size_t pair = 4 * 65536, tree = (model == 5 ? 2 : 4) * 256 * 256, deep = bits > 8 ? ((size_t)1 << bits) : 0;
     size_t quad = (size_t)1 << (4 * bits < M5_QUAD_BITS ? 4 * bits : M5_QUAD_BITS);
     m->joint_half = model == 5 ? (size_t)1 << (2 * joint_bits(bits) + node_bits(bits)) : 0;
     size_t diag = model == 5 ? 4 * quad : model == 4 ? 4 * 65536 : 0, runs = model >= 4 ? 4 * M4_RUN_CONTEXTS : 0;
@@ -394,12 +395,14 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
        a 1 bit that would make the label >= k is not coded (it is 0) */
     Bit *tw = m->tree + ((size_t)0 * 256 + (W >> shift)) * 256;
     Bit *tn = m->tree + ((size_t)1 * 256 + (N >> shift)) * 256;
-    Bit *tnw = m->tree + ((size_t)2 * 256 + (NW >> shift)) * 256;
-    Bit *tne = m->tree + ((size_t)3 * 256 + (NE >> shift)) * 256;
+    Bit *tnw, *tne;
     if (MODEL == 5) { /* the joint contexts take the places of NW and NE */
         int jb = joint_bits(bits), js = bits - jb, nb = node_bits(bits);
         tnw = m->joint + ((size_t)((W >> js) << jb | (N >> js)) << nb);
         tne = m->joint + m->joint_half + ((size_t)((NW >> js) << jb | (NE >> js)) << nb);
+    } else {
+        tnw = m->tree + ((size_t)2 * 256 + (NW >> shift)) * 256;
+        tne = m->tree + ((size_t)3 * 256 + (NE >> shift)) * 256;
     }
     uint32_t node = 1;
     for (int d = 0; d < bits; d++) {
