@@ -216,13 +216,11 @@ def _banded_decoder(model: int) -> Callable[..., np.ndarray]:
     return decode
 
 
-_banded_encode, _banded_decode = _banded_encoder(BAND_MODEL), _banded_decoder(BAND_MODEL)
-
 
 DEFLATE = Coding(1, "deflate", _deflate_encode, _deflate_decode, _any_length)
 LZMA = Coding(2, "lzma", _lzma_encode, _lzma_decode, _any_length)
 CONTEXT1 = Coding(3, "context1", _context_encode, _context_decode, _any_length)
-CONTEXT = Coding(4, "context", _banded_encode, _banded_decode, _any_length)
+CONTEXT = Coding(4, "context", _banded_encoder(BAND_MODEL), _banded_decoder(BAND_MODEL), _any_length)
 CONTEXT2 = Coding(5, "context2", _banded_encoder(JOINT_BAND_MODEL), _banded_decoder(JOINT_BAND_MODEL), _any_length)
 
 CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT1, CONTEXT, CONTEXT2)}

@@ -82,7 +82,7 @@ def test_output_does_not_depend_on_the_number_of_threads(flower: np.ndarray) -> 
     payloads = {workers: banded_payload(labels, 64, 5, workers=workers) for workers in (1, 2, 7)}
     assert payloads[1] == payloads[2] == payloads[7]
     header = dataclasses.replace(header_for(labels, 64), payload_length=len(payloads[1]))
-    decoded = [codings._banded_decode(payloads[1], header, workers=workers) for workers in (1, 2, 7)]
+    decoded = [codings.CONTEXT.decode(payloads[1], header, workers=workers) for workers in (1, 2, 7)]
     assert all(np.array_equal(d, labels.reshape(-1)) for d in decoded)
 
 

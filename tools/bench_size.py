@@ -169,8 +169,17 @@ def measure_speed(images, k: int, cache: Path, runs: int) -> list[dict]:
     return rows
 
 
+def ms(seconds: float | None, digits: int = 0) -> str:
+    """Milliseconds for a table cell, or n/a (rows saved by older runs lack the newer codings)."""
+    return "n/a" if seconds is None else f"{seconds * 1e3:.{digits}f}"
+
+
 def ratio(row: dict, a: str, b: str) -> float | None:
     return row[a] / row[b] if row.get(a) and row.get(b) else None
+
+
+def ratio_text(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
 
 
 def median_of(values) -> str:
@@ -216,13 +225,13 @@ def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
             to_rgb = {c: row.get(f"decode_{c}_rgb", row[f"decode_{c}"]) for c in ("raw", "deflate", "lzma")}
             lines.append(
                 f"| {row['image']} | {row['megapixels']:.1f} | {row['k']} | "
-                + "".join(f"{row[f'decode_{c}'] * 1e3:.0f} | {row[f'decode_{c}'] / webp if webp else float('nan'):.2f} | "
+                + "".join(f"{ms(row.get(f'decode_{c}'))} | {ratio_text(ratio(row, f'decode_{c}', 'decode_webp'))} | "
                           for c in BANDED)
-                + f"{row['decode_context2_rgb'] * 1e3:.0f} | {webp * 1e3 if webp else float('nan'):.0f} | "
+                + f"{ms(row.get('decode_context2_rgb'))} | {ms(webp)} | "
                 f"{to_rgb['raw'] * 1e3:.0f} | "
                 f"{to_rgb['deflate'] * 1e3:.0f} | {to_rgb['lzma'] * 1e3:.0f} | {to_rgb['lzma'] / to_rgb['raw']:.2f} | "
                 f"{row['quantize_s'] * 1e3:.0f} | "
-                + " | ".join(f"{row[f'encode_{c}'] * 1e3:.0f}" for c in CODINGS) + " |"
+                + " | ".join(ms(row.get(f"encode_{c}")) for c in CODINGS) + " |"
             )
     return "\n".join(lines) + "\n"
 

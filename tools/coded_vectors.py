@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kmcodec import banded  # noqa: E402
 from kmcodec.bitpack import label_bits, label_dtype  # noqa: E402
-from kmcodec.codings import CODINGS_BY_NAME, label_bytes  # noqa: E402
+from kmcodec.codings import BAND_MODEL, CODINGS_BY_NAME, JOINT_BAND_MODEL, label_bytes  # noqa: E402
 from kmcodec.container import Header, build_file  # noqa: E402
 
 CODED = ("deflate", "lzma", "context1", "context", "context2")
 #: The banded context codings (spec 5.3, 5.4) and the model that codes their bands.
-BANDED_MODELS = {"context": 4, "context2": 5}
+BANDED_MODELS = {"context": BAND_MODEL, "context2": JOINT_BAND_MODEL}
 
 
 def fixed_palette(k: int, channels: int) -> np.ndarray:
