@@ -8,6 +8,10 @@
  * decoding and for each model, so they cannot drift apart. Everything is integer
  * arithmetic, and every name and constant below is the one the spec uses.
  *
+ * The spec fixes what each model is, not where it lives: the tables below are laid out for the cache
+ * (the four questions' models of one context side by side, tree rows by subtree, sized by the label
+ * width), which changes no probability and no output byte.
+ *
  * Python interface (model 3, the default, is coding 3's model; models 4 and 5 code one band of codings 4 and 5):
  *   encode(labels, width, height, k, model=3) -> bytes
  *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2.
@@ -217,36 +221,52 @@ static inline int squash16(int d) { return SQUASH16_TABLE[d + 2047]; } /* d alre
 
 typedef struct {
     Bit same[4][PATTERNS];          /* "label = W / N / NW / NE?", context: the neighbour pattern */
-    Bit *pair;                      /* [4][65536]: the same questions, context: reduced (W, N) */
-    Bit *tree;                      /* [4][256][256]: label bits at depth < 8, contexts W, N, NW, NE ([2]: model 5) */
+    Bit *pair;                      /* [2^(2 nb)][4]: the same questions, context: reduced (W, N) */
+    Bit *tree;                      /* [4][2^cb][row]: label bits at depth < 8, contexts W, N, NW, NE ([2]: model 5) */
+    size_t row;                     /* the slots of one tree row (tree_row_slots) */
     Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
     int32_t weights[8][MIX_INPUTS]; /* model 3: tree mixer weights per depth */
     /* models 4 and 5 */
-    Bit *diag;                      /* [4][65536]: the questions, context: reduced (NW, NE); model 5: quad, stored
-                                       as [2^qb][4], the four questions' models of one context side by side */
+    Bit *diag;                      /* [2^(2 nb)][4]: the questions, context: reduced (NW, NE); model 5: quad,
+                                       [2^qb][4] */
     Bit *joint;                     /* model 5: [2][2^(2 jb)][2^nb], the tree's (W, N) and (NW, NE) contexts */
     size_t joint_half;              /* 2^(2 jb + nb): where the (NW, NE) half starts */
-    Bit *runs;                      /* [4][M4_RUN_CONTEXTS]: the questions, context: runs and pattern */
+    Bit *runs;                      /* [M4_RUN_CONTEXTS][4]: the questions, context: runs and pattern */
     int32_t tree_weights[8][4][MIX_INPUTS];  /* tree mixer weights per depth and number of questions */
     int32_t (*question_weights)[4][M4_INPUTS]; /* [PATTERNS][4]: question mixer weights */
-    uint16_t (*apm)[PATTERNS][33];  /* [4]: the questions' probability refinement, per pattern */
+    uint16_t (*apm)[4][33];         /* [PATTERNS]: the questions' probability refinement, per pattern */
     Bit *memory;
+    void *block;                    /* what malloc returned for memory (which is aligned to 64 bytes) */
 } Model;
 
 static inline int joint_bits(int bits) { return bits < M5_JOINT_BITS ? bits : M5_JOINT_BITS; }
 static inline int node_bits(int bits) { return bits < 8 ? bits : 8; }
 
+/* A tree row keeps the nodes of depth < 4 in its first 16 slots (one cache line) and each of the 16 subtrees
+   below them in 2^(nb - 4) slots of its own, so a walk down the tree touches two cache lines of each row. */
+static inline size_t tree_row_slots(int nb) { return nb <= 4 ? 16 : 16 + ((size_t)1 << nb); }
+
+static inline __attribute__((always_inline)) uint32_t tree_slot(uint32_t node, int d, int nb) {
+    if (d < 4) return node;
+    uint32_t below = (uint32_t)d - 4;
+    return 16 + (((node >> below) - 16) << (nb - 4)) + ((node & ((1u << below) - 1)) | (1u << below));
+}
+
 static int model_init(Model *m, int bits, int model) {
     /* model 5's tree uses only tree[0] (W) and tree[1] (N): its joint contexts replace tree[2] and tree[3] */
-    size_t pair = 4 * 65536, tree = (model == 5 ? 2 : 4) * 256 * 256, deep = bits > 8 ? ((size_t)1 << bits) : 0;
+    int nb = node_bits(bits);
+    m->row = tree_row_slots(nb);
+    size_t pair = 4 * ((size_t)1 << 2 * nb), tree = (model == 5 ? 2 : 4) * ((size_t)1 << nb) * m->row;
+    size_t deep = bits > 8 ? ((size_t)1 << bits) : 0;
     size_t quad = (size_t)1 << (4 * bits < M5_QUAD_BITS ? 4 * bits : M5_QUAD_BITS);
-    m->joint_half = model == 5 ? (size_t)1 << (2 * joint_bits(bits) + node_bits(bits)) : 0;
-    size_t diag = model == 5 ? 4 * quad : model == 4 ? 4 * 65536 : 0, runs = model >= 4 ? 4 * M4_RUN_CONTEXTS : 0;
+    m->joint_half = model == 5 ? ((size_t)1 << (2 * joint_bits(bits))) * m->row : 0;
+    size_t diag = model == 5 ? 4 * quad : model == 4 ? pair : 0, runs = model >= 4 ? 4 * M4_RUN_CONTEXTS : 0;
     size_t joint = 2 * m->joint_half;
-    m->memory = (Bit *)malloc(sizeof(Bit) * (pair + tree + deep + diag + runs + joint));
+    m->block = malloc(sizeof(Bit) * (pair + tree + deep + diag + runs + joint) + 64);
     m->question_weights = NULL;
     m->apm = NULL;
-    if (!m->memory) return -1;
+    if (!m->block) return -1;
+    m->memory = (Bit *)(((uintptr_t)m->block + 63) & ~(uintptr_t)63); /* every table below starts a cache line */
     m->pair = m->memory;
     m->tree = m->pair + pair;
     m->deep = m->tree + tree;
@@ -259,9 +279,9 @@ static int model_init(Model *m, int bits, int model) {
         for (int i = 0; i < MIX_INPUTS; i++) m->weights[d][i] = WEIGHT_INIT;
     if (model >= 4) {
         m->question_weights = malloc(sizeof(*m->question_weights) * PATTERNS);
-        m->apm = malloc(sizeof(*m->apm) * 4);
+        m->apm = malloc(sizeof(*m->apm) * PATTERNS);
         if (!m->question_weights || !m->apm) {
-            free(m->memory);
+            free(m->block);
             free(m->question_weights);
             free(m->apm);
             return -1;
@@ -270,7 +290,7 @@ static int model_init(Model *m, int bits, int model) {
             for (int j = 0; j < 4; j++) {
                 for (int i = 0; i < M4_INPUTS - 1; i++) m->question_weights[s][j][i] = M4_WEIGHT_INIT;
                 m->question_weights[s][j][M4_INPUTS - 1] = 0;
-                for (int i = 0; i < 33; i++) m->apm[j][s][i] = (uint16_t)SQUASH16_POINTS[i];
+                for (int i = 0; i < 33; i++) m->apm[s][j][i] = (uint16_t)SQUASH16_POINTS[i];
             }
         for (int d = 0; d < 8; d++)
             for (int q = 0; q < 4; q++)
@@ -280,7 +300,7 @@ static int model_init(Model *m, int bits, int model) {
 }
 
 static void model_free(Model *m) {
-    free(m->memory);
+    free(m->block);
     free(m->question_weights);
     free(m->apm);
 }
@@ -353,29 +373,30 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
     const int ENC, const int MODEL, Coder *c, Model *m, uint32_t value, uint32_t W, uint32_t N, uint32_t NW,
     uint32_t NE, uint32_t pattern, int bits, uint32_t k, int shift, uint32_t runs)
 {
-    uint32_t pair_index = ((W >> shift) << 8) | (N >> shift);
-    Bit *pair = m->pair + pair_index;
+    int nb = node_bits(bits);
+    uint32_t pair_index = ((W >> shift) << nb) | (N >> shift);
+    Bit *pair = m->pair + 4 * (size_t)pair_index;
     int questions = 1; /* how many questions were coded (model 4's tree weights depend on it) */
     if (MODEL == 3) {
         if (code_same(ENC, c, &m->same[0][pattern], pair, ENC && value == W)) return W;
-        if (N != W && code_same(ENC, c, &m->same[1][pattern], pair + 65536, ENC && value == N)) return N;
-        if (NW != W && NW != N && code_same(ENC, c, &m->same[2][pattern], pair + 2 * 65536, ENC && value == NW))
+        if (N != W && code_same(ENC, c, &m->same[1][pattern], pair + 1, ENC && value == N)) return N;
+        if (NW != W && NW != N && code_same(ENC, c, &m->same[2][pattern], pair + 2, ENC && value == NW))
             return NW;
         if (NE != W && NE != N && NE != NW &&
-            code_same(ENC, c, &m->same[3][pattern], pair + 3 * 65536, ENC && value == NE))
+            code_same(ENC, c, &m->same[3][pattern], pair + 3, ENC && value == NE))
             return NE;
     } else {
         Bit *diag;
         if (MODEL == 4) {
-            diag = m->diag + (((NW >> shift) << 8) | (NE >> shift));
+            diag = m->diag + 4 * (((NW >> shift) << nb) | (NE >> shift));
         } else { /* model 5: quad, the four neighbours' labels side by side, hashed when they need over 16 bits */
             uint64_t key = ((((uint64_t)W << bits | N) << bits | NW) << bits) | NE;
             diag = m->diag + 4 * (4 * bits <= M5_QUAD_BITS ? key : (key * M5_HASH) >> (64 - M5_QUAD_BITS));
         }
-        Bit *run = m->runs + runs;
+        Bit *run = m->runs + 4 * (size_t)runs;
         int32_t (*w)[M4_INPUTS] = m->question_weights[pattern];
-#define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j) * 65536, diag + (j) * (MODEL == 5 ? 1 : 65536), \
-                                     run + (j) * M4_RUN_CONTEXTS, w[j], m->apm[j][pattern], ENC && value == (v))
+#define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j), diag + (j), run + (j), w[j], \
+                                     m->apm[pattern][j], ENC && value == (v))
         if (QUESTION(0, W)) return W;
         if (N != W) {
             questions++;
@@ -393,16 +414,17 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
     }
     /* the label itself, most significant bit first, as a walk down a binary tree;
        a 1 bit that would make the label >= k is not coded (it is 0) */
-    Bit *tw = m->tree + ((size_t)0 * 256 + (W >> shift)) * 256;
-    Bit *tn = m->tree + ((size_t)1 * 256 + (N >> shift)) * 256;
+    size_t row = m->row, rows = (size_t)1 << nb;
+    Bit *tw = m->tree + (W >> shift) * row;
+    Bit *tn = m->tree + (rows + (N >> shift)) * row;
     Bit *tnw, *tne;
     if (MODEL == 5) { /* the joint contexts take the places of NW and NE */
-        int jb = joint_bits(bits), js = bits - jb, nb = node_bits(bits);
-        tnw = m->joint + ((size_t)((W >> js) << jb | (N >> js)) << nb);
-        tne = m->joint + m->joint_half + ((size_t)((NW >> js) << jb | (NE >> js)) << nb);
+        int jb = joint_bits(bits), js = bits - jb;
+        tnw = m->joint + (size_t)((W >> js) << jb | (N >> js)) * row;
+        tne = m->joint + m->joint_half + (size_t)((NW >> js) << jb | (NE >> js)) * row;
     } else {
-        tnw = m->tree + ((size_t)2 * 256 + (NW >> shift)) * 256;
-        tne = m->tree + ((size_t)3 * 256 + (NE >> shift)) * 256;
+        tnw = m->tree + (2 * rows + (NW >> shift)) * row;
+        tne = m->tree + (3 * rows + (NE >> shift)) * row;
     }
     uint32_t node = 1;
     for (int d = 0; d < bits; d++) {
@@ -411,7 +433,8 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
         if (((((node << 1) | 1u) << rest) & ((1u << bits) - 1u)) >= k) {
             bit = 0;
         } else if (d < 8) {
-            Bit *in[MIX_INPUTS] = {&tw[node], &tn[node], &tnw[node], &tne[node]};
+            uint32_t slot = tree_slot(node, d, nb);
+            Bit *in[MIX_INPUTS] = {&tw[slot], &tn[slot], &tnw[slot], &tne[slot]};
             if (MODEL == 3)
                 bit = code_mixed(ENC, c, in, m->weights[d], MIX_RATE, COUNT_LIMIT, bit);
             else
