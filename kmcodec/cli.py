@@ -116,7 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument("--space", choices=SPACES, default="rgb", help="colour space to cluster in (oklab: perceptual)")
     enc.add_argument(
         "--dither", type=_strength, nargs="?", const=1.0, default=0.0, metavar="STRENGTH",
-        help="Floyd-Steinberg dithering, strength 0-1 (1 if given alone; default off)",
+        help="Floyd-Steinberg dithering, strength 0-1 (1 if given alone or before a path; default off)",
     )
     enc.add_argument(
         "--speed", type=_speed_value, default=DEFAULT_SPEED, help=f"1 (best) to 10 (fastest), default {DEFAULT_SPEED}"
@@ -169,10 +169,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dither_alone(argv: Sequence[str]) -> list[str]:
+    """`--dither` followed by something that is not a number is the flag alone (strength 1), so that
+    `kmcodec encode --dither in.png out.kmq` works: argparse would take in.png for the optional strength."""
+    words = list(argv)
+    for index, word in enumerate(words[:-1]):
+        if word == "--dither" and words[index + 1] != "--":
+            try:
+                float(words[index + 1])
+            except ValueError:
+                words[index] = "--dither=1"
+    return words
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI and return its exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_dither_alone(sys.argv[1:] if argv is None else argv))
     if args.command in ("encode", "decode"):
         _split_paths(parser, args)
     handlers = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo, "compare": cmd_compare}

@@ -267,3 +267,14 @@ def test_the_command_line_gives_openblas_one_thread_unless_the_user_chose(user_s
     if not counts:
         pytest.skip("this numpy does not use OpenBLAS")
     assert counts == [expected] * len(counts)
+
+
+def test_dither_alone_may_come_before_the_paths(photo: Path, tmp_path: Path, capsys) -> None:
+    """`--dither` with no strength before IN OUT is the flag (strength 1), not a strength named like a path;
+    a number after it is still its strength."""
+    first, last, half = tmp_path / "first.kmq", tmp_path / "last.kmq", tmp_path / "half.kmq"
+    assert run_cli(capsys, "encode", "--dither", str(photo), str(first), "-k", "8", "-q")[0] == 0
+    assert run_cli(capsys, "encode", str(photo), str(last), "-k", "8", "-q", "--dither")[0] == 0
+    assert run_cli(capsys, "encode", "--dither", "0.5", str(photo), str(half), "-k", "8", "-q")[0] == 0
+    assert first.read_bytes() == last.read_bytes() == kmcodec.encode(photo, 8, dither=1.0)
+    assert half.read_bytes() == kmcodec.encode(photo, 8, dither=0.5) != first.read_bytes()
