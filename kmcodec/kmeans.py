@@ -87,11 +87,20 @@ def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int)
     n = x.shape[0]
     if k >= n:
         return x.copy()
+    axes = np.ascontiguousarray(x.T)  # one contiguous array per axis: numpy is slow summing rows of 3
+
+    def squared_distances(index: int) -> np.ndarray:
+        """|x - x[index]|^2 per point, the axes added in order (as .sum(axis=1) adds them)."""
+        total = (axes[0] - axes[0, index]) ** 2
+        for axis in axes[1:]:
+            total += (axis - axis[index]) ** 2
+        return total
+
     trials = 2 + int(np.log(k))
     probability = weights / weights.sum()
     first = int(rng.choice(n, p=probability))
     centres = [first]
-    closest = ((x - x[first]) ** 2).sum(axis=1)
+    closest = squared_distances(first)
     for _ in range(1, k):
         mass = weights * closest
         total = mass.sum()
@@ -101,7 +110,7 @@ def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int)
         picks = np.minimum(picks, n - 1)
         best_cost, best_pick, best_closest = np.inf, -1, closest
         for pick in picks.tolist():
-            candidate = np.minimum(closest, ((x - x[pick]) ** 2).sum(axis=1))
+            candidate = np.minimum(closest, squared_distances(pick))
             cost = float((weights * candidate).sum())
             if cost < best_cost:
                 best_cost, best_pick, best_closest = cost, pick, candidate
