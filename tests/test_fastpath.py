@@ -92,3 +92,21 @@ def test_split_start_c_matches_numpy(china: np.ndarray, k: int, monkeypatch) -> 
     monkeypatch.setattr(fastpath, "_c", None)
     slow = split_start(points, weights, k)
     assert fast.shape == (k, 3) and np.array_equal(fast, slow)
+
+
+@pytest.mark.skipif(not fastpath.have_c_extension(), reason="the C extension is not built")
+@pytest.mark.parametrize("size", [(0, 0), (1, 1), (523, 522), (1100, 1000)])
+def test_histogram_matches_numpy_unique_by_sort_and_by_table(china: np.ndarray, size: tuple[int, int]) -> None:
+    """Up to 2^20 pixels the C histogram sorts the keys, above it counts in a 2^24 table: both must give
+    np.unique's distinct colours and counts."""
+    rng = np.random.default_rng(size[0])
+    height, width = size
+    tiled = np.resize(china, (height, width, 3)).astype(np.int16) + rng.integers(-2, 3, (height, width, 3))
+    pixels = np.clip(tiled, 0, 255).astype(np.uint8).reshape(-1, 3)
+    result = fastpath.histogram_rgb(pixels)
+    assert result is not None
+    keys, counts = result
+    expected_keys, expected_counts = np.unique(
+        (pixels[:, 0].astype(np.uint32) << 16) | (pixels[:, 1].astype(np.uint32) << 8) | pixels[:, 2],
+        return_counts=True)
+    assert np.array_equal(keys, expected_keys) and np.array_equal(counts, expected_counts)
