@@ -242,39 +242,47 @@ def delta_e_ok(reference: np.ndarray, other: np.ndarray) -> float:
 
 
 def bench_image(image: CorpusImage, ks: list[int], methods: list[Method], args, workdir: Path) -> list[Result]:
-    """Run every available method at every k on one image."""
+    """Run every available method at every k on one image.
+
+    The runs of one k go round by round (each method once a round), so that a machine whose speed
+    wanders slows every method alike instead of the ones that happened to run in a slow minute.
+    """
     with Image.open(image.path) as opened:
         original = np.asarray(opened.convert("RGB"))
     results = []
     for k in ks:
+        runnable: list[tuple[Method, Result, Path, int]] = []
         for method in methods:
             result = Result(image.name, round(image.megapixels, 2), k, method.name)
             results.append(result)
             if not method.available:
                 result.note = f"skipped: {method.why_missing}"
-                continue
-            if k > method.max_k:
+            elif k > method.max_k:
                 result.note = f"skipped: {method.name} supports k <= {method.max_k}"
-                continue
-            if method.slow and image.width * image.height > SLOW_MAX_PIXELS and not args.all_slow:
+            elif method.slow and image.width * image.height > SLOW_MAX_PIXELS and not args.all_slow:
                 result.note = "skipped: slow method on a big image (use --all-slow)"
-                continue
-            if method.slow and args.skip_slow:
+            elif method.slow and args.skip_slow:
                 result.note = "skipped: --skip-slow"
-                continue
-            output = workdir / f"{image.name}-k{k}-{method.name}{method.suffix}"
-            repeat = 1 if method.slow else args.repeat
-            peaks = []
-            try:
-                for _ in range(repeat):
+            else:
+                output = workdir / f"{image.name}-k{k}-{method.name}{method.suffix}"
+                runnable.append((method, result, output, 1 if method.slow else args.repeat))
+        peaks: dict[str, list[float]] = {method.name: [] for method, *_ in runnable}
+        for round_index in range(max((repeat for *_, repeat in runnable), default=0)):
+            for method, result, output, repeat in runnable:
+                if round_index >= repeat or result.note:
+                    continue
+                try:
                     seconds, peak = timed_run(method.command(image.path, output, k, args.coding), args.timeout)
-                    result.runs.append(seconds)
-                    peaks.append(peak)
-            except (RuntimeError, TimeoutError, OSError) as exc:
-                result.note = f"failed: {exc}"
+                except (RuntimeError, TimeoutError, OSError) as exc:
+                    result.note = f"failed: {exc}"
+                    continue
+                result.runs.append(seconds)
+                peaks[method.name].append(peak)
+        for method, result, output, _ in runnable:
+            if result.note:
                 continue
             result.seconds = statistics.median(result.runs)
-            result.peak_mb = statistics.median(peaks)
+            result.peak_mb = statistics.median(peaks[method.name])
             result.output_bytes = output.stat().st_size
             pixels = read_output(output)
             result.psnr = psnr(original, pixels)
@@ -385,7 +393,7 @@ def decode_bench(images: list[CorpusImage], k: int, repeat: int) -> str:
     import kmcodec
 
     lines = [
-        f"| image | MP | k | .kmq raw → RGB ms | PNG-8 → RGB ms (Pillow) | ratio |",
+        "| image | MP | k | .kmq raw → RGB ms | PNG-8 → RGB ms (Pillow) | ratio |",
         "|---|---:|---:|---:|---:|---:|",
     ]
     for image in images:
@@ -403,15 +411,16 @@ def decode_bench(images: list[CorpusImage], k: int, repeat: int) -> str:
             with Image.open(io.BytesIO(png)) as opened:
                 np.asarray(opened.convert("RGB"))
 
-        times = {}
-        for name, fn in (("kmq", ours), ("png", pillow)):
-            fn()
-            runs = []
-            for _ in range(repeat):
+        decoders = {"kmq": ours, "png": pillow}
+        runs: dict[str, list[float]] = {name: [] for name in decoders}
+        for fn in decoders.values():
+            fn()  # warm up
+        for _ in range(repeat):  # round by round, as bench_image does
+            for name, fn in decoders.items():
                 started = time.perf_counter()
                 fn()
-                runs.append(time.perf_counter() - started)
-            times[name] = statistics.median(runs) * 1000
+                runs[name].append(time.perf_counter() - started)
+        times = {name: statistics.median(values) * 1000 for name, values in runs.items()}
         lines.append(
             f"| {image.name} | {image.megapixels:.2f} | {encoded.k} | {times['kmq']:.1f} | {times['png']:.1f} | "
             f"{times['kmq'] / times['png']:.2f}× |"
