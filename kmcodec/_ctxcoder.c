@@ -222,15 +222,15 @@ static inline int squash16(int d) { return SQUASH16_TABLE[d + 2047]; } /* d alre
 typedef struct {
     Bit same[4][PATTERNS];          /* "label = W / N / NW / NE?", context: the neighbour pattern */
     Bit *pair;                      /* [2^(2 nb)][4]: the same questions, context: reduced (W, N) */
-    Bit *tree;                      /* [4][2^cb][row]: label bits at depth < 8, contexts W, N, NW, NE ([2]: model 5) */
+    Bit *tree;                      /* [4][2^nb][row]: label bits at depth < 8, contexts W, N, NW, NE ([2]: model 5) */
     size_t row;                     /* the slots of one tree row (tree_row_slots) */
     Bit *deep;                      /* [2^b]: label bits at depth >= 8 (b > 8 only) */
     int32_t weights[8][MIX_INPUTS]; /* model 3: tree mixer weights per depth */
     /* models 4 and 5 */
     Bit *diag;                      /* [2^(2 nb)][4]: the questions, context: reduced (NW, NE); model 5: quad,
                                        [2^qb][4] */
-    Bit *joint;                     /* model 5: [2][2^(2 jb)][2^nb], the tree's (W, N) and (NW, NE) contexts */
-    size_t joint_half;              /* 2^(2 jb + nb): where the (NW, NE) half starts */
+    Bit *joint;                     /* model 5: [2][2^(2 jb)][row], the tree's (W, N) and (NW, NE) contexts */
+    size_t joint_half;              /* 2^(2 jb) rows: where the (NW, NE) half starts */
     Bit *runs;                      /* [M4_RUN_CONTEXTS][4]: the questions, context: runs and pattern */
     int32_t tree_weights[8][4][MIX_INPUTS];  /* tree mixer weights per depth and number of questions */
     int32_t (*question_weights)[4][M4_INPUTS]; /* [PATTERNS][4]: question mixer weights */
