@@ -27,6 +27,7 @@ from .errors import KMQError
 from .kmeans import kmeans_plus_plus, lloyd, split_start
 from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, SPACES
 from .nearest import nearest_centroid
+from .palette_order import tree_order
 
 SPEEDS = range(1, 11)
 #: Pixels whose keys are computed at once; bounds the per-pixel temporaries (8 bytes each).
@@ -303,8 +304,8 @@ def quantize_pixels(
     """Quantize (H, W, C) uint8 pixels to at most k colours.
 
     Returns (palette (k', C) uint8, labels (H, W)) with k' <= k, every entry
-    distinct and used; the palette is exactly the image's colours when it has
-    no more than k. Without dithering every label is the exact nearest palette
+    distinct and used, in palette_order.tree_order (which helps the context coder); the palette is
+    exactly the image's colours when it has no more than k. Without dithering every label is the exact nearest palette
     entry (in `space`). The same pixels and options always give the same result.
     """
     check_options(k, engine, space, speed, dither)
@@ -322,14 +323,22 @@ def quantize_pixels(
     dtype = np.dtype(np.uint8) if palette.shape[0] <= 256 else np.dtype(np.uint16)
     if dither > 0.0 and palette.shape[0] > 1:
         return _drop_unused(palette, fastpath.dither(pixels, palette, dither), dtype)
-    return palette, map_pixels(pixels, histogram, colour_label, dtype)
+    usage = np.bincount(colour_label, weights=histogram.counts, minlength=palette.shape[0])
+    order = tree_order(palette, usage)
+    remap = np.empty(order.size, dtype=np.int32)
+    remap[order] = np.arange(order.size, dtype=np.int32)
+    return palette[order], map_pixels(pixels, histogram, remap[colour_label], dtype)
 
 
 def _drop_unused(palette: np.ndarray, labels: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
-    """Remove palette entries no label uses (dithering may skip some) and renumber the labels in order."""
-    used = np.bincount(labels.reshape(-1), minlength=palette.shape[0]) > 0
-    remap = np.cumsum(used) - 1
-    return palette[used], remap.astype(dtype)[labels]
+    """Remove palette entries no label uses (dithering may skip some), put the rest in tree_order and
+    renumber the labels."""
+    usage = np.bincount(labels.reshape(-1), minlength=palette.shape[0])
+    used = np.flatnonzero(usage)
+    order = used[tree_order(palette[used], usage[used])]
+    remap = np.zeros(palette.shape[0], dtype=np.int64)
+    remap[order] = np.arange(order.size)
+    return palette[order], remap.astype(dtype)[labels]
 
 
 def _exact_palette(histogram: ColourHistogram) -> tuple[np.ndarray, np.ndarray]:
