@@ -69,17 +69,36 @@ def interleaved_medians(functions: dict, runs: int) -> dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+#: The sources whose change changes a quantization: a cached one made by other sources is made again.
+QUANTIZER_SOURCES = ("quantizer.py", "kmeans.py", "palette_order.py", "nearest.py", "colorspace.py", "fastpath.py",
+                     "_fastpath.c")
+
+
+def quantizer_fingerprint() -> str:
+    """A hash of the quantizer's sources, stored with each cached quantization."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in QUANTIZER_SOURCES:
+        digest.update((ROOT / "kmcodec" / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def quantized(path: Path, k: int, cache: Path) -> tuple[KMQImage, float]:
-    """One quantization per (image, k), cached as .npz; returns the image and the quantization time."""
+    """One quantization per (image, k), cached as .npz with the quantizer's fingerprint; returns the image and
+    the quantization time."""
     stored = cache / f"{path.stem}-k{k}.npz"
+    fingerprint = quantizer_fingerprint()
     if stored.exists():
         data = np.load(stored)
-        return KMQImage(data["palette"], data["labels"]), float(data["seconds"])
+        if "fingerprint" in data and str(data["fingerprint"]) == fingerprint:
+            return KMQImage(data["palette"], data["labels"]), float(data["seconds"])
+        note(f"{stored.name}: made by another quantizer, quantizing again")
     started = time.perf_counter()
     image = api.quantize(path, k)
     seconds = time.perf_counter() - started
     cache.mkdir(parents=True, exist_ok=True)
-    np.savez(stored, palette=image.palette, labels=image.labels, seconds=seconds)
+    np.savez(stored, palette=image.palette, labels=image.labels, seconds=seconds, fingerprint=fingerprint)
     return image, seconds
 
 
