@@ -1,13 +1,13 @@
 """The order of palette entries: chosen for the context coder, since the decoder gets the palette whatever it is.
 
 The context codings send a label that is none of its neighbours as its bits, most significant
-first, down a binary tree whose bit models are keyed by the neighbours' labels (spec 5.2.4,
+first, down a binary tree whose bit models are keyed by the neighbours' labels (spec 5.2.3,
 5.3.1). That tree predicts best when its subtrees are regions of colour space: then the first
 bits of a label say roughly what colour it is, and a neighbour of a similar colour shares them.
 tree_order builds that order by splitting the palette along the label tree, each node at the
-widest axis of its colours. Measured with `/tmp`-free tools (tools/bench_size.py's cached
-quantizations) against ordering by use: -1.3 to -2.8 % at k = 256 on photos and grid, -0.3 to
--1.8 % at k = 64, within +-0.6 % elsewhere.
+widest axis of its colours. Against ordering by use, on the benchmark corpus's quantizations
+(tools/bench_size.py): -1.3 to -2.8 % at k = 256 on photos and grid, -0.3 to -1.8 % at k = 64,
+within +-0.6 % elsewhere.
 """
 
 from __future__ import annotations

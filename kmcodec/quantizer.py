@@ -260,7 +260,8 @@ def finish_palette(
     centroids: np.ndarray, histogram: ColourHistogram, features: np.ndarray, space: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Round centroids to 8-bit colours, label each distinct colour with its exact nearest entry (in the
-    clustering space), drop unused and duplicate entries, and order the palette by use (most first).
+    clustering space), drop unused and duplicate entries, and order the palette by use (most first;
+    quantize_pixels then puts it in label-tree order, and this order breaks its ties).
 
     Returns (palette (k', C) uint8, label of each distinct colour).
     """
@@ -342,7 +343,8 @@ def _drop_unused(palette: np.ndarray, labels: np.ndarray, dtype: np.dtype) -> tu
 
 
 def _exact_palette(histogram: ColourHistogram) -> tuple[np.ndarray, np.ndarray]:
-    """The image's own colours as the palette, ordered by use (most first), ties by colour."""
+    """The image's own colours as the palette, ordered by use (most first), ties by colour (quantize_pixels
+    then puts it in label-tree order)."""
     order = np.lexsort((np.arange(histogram.counts.size), -histogram.counts))
     remap = np.empty(order.size, dtype=np.int32)
     remap[order] = np.arange(order.size, dtype=np.int32)
