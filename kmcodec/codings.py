@@ -261,9 +261,10 @@ PROBE_BLOCKS = 16
 
 #: On images over AUTO_BOTH_CONTEXTS_MAX_LABELS labels auto codes one banded context coding: context2
 #: (model 5) up to this many label bits, context (model 4) above. On the corpus (tools/bench_size.py) model 5
-#: is 0.5-20 % smaller at k = 16 and 64 on every image over 2^19 pixels, but -1.2 to +1.5 % on 0.3 MP photos
-#: at k = 64 (too few pixels to fill its joint tables) and -1.2 to +6.3 % at k = 256, where its joint tree
-#: contexts keep only the labels' top 6 bits. Smaller images get both, as coding them is cheap.
+#: is 0.6-21 % smaller at k = 16 and 64 on every image over 2^19 pixels, but -0.7 to +1.4 % on 0.3 MP photos
+#: at k = 64 (too few pixels to fill its joint tables) and -6.9 to +3.4 % at k = 256 (larger on 10 of 12
+#: images), where its joint tree contexts keep only the labels' top 6 bits. Smaller images get both, as
+#: coding them is cheap.
 JOINT_MODEL_MAX_BITS = 6
 AUTO_BOTH_CONTEXTS_MAX_LABELS = 1 << 19
 
