@@ -15,7 +15,7 @@ import numpy as np
 
 from . import names
 from .atomic import atomic_output
-from .codings import AUTO, check_payload_length, coding_for_id, encode_labels
+from .codings import check_payload_length, coding_for_id, encode_labels
 from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, Header, build_file, parse_header, read_container
 from .errors import CodingError, KMQError, LabelError, LimitError
 from .image import KMQImage

@@ -17,14 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
-import numpy as np
-
 from . import __version__, api
 from .atomic import OutputExistsError, atomic_output
 from .autok import DEFAULT_MAX_K, quantize_and_encode
 from .container import DEFAULT_MAX_PIXELS
 from .errors import BatchError, KMQError
-from .image import KMQImage
 from .imageio import load_pixels
 from .picture import picture_format, save_picture
 from .quantizer import DEFAULT_ENGINE
