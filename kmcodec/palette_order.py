@@ -23,9 +23,9 @@ def tree_order(palette: np.ndarray, usage: np.ndarray) -> np.ndarray:
     """The new order of the palette (new index -> old index): each node of the label tree holds the
     entries on one side of a cut across its colours' widest axis (by pixel-weighted variance).
 
-    The label tree of k labels has 2^(b-1) labels below a node's 0 branch and the rest below its
-    1 branch, so each cut puts exactly that many entries on the low side. Ties keep the given order,
-    so the result is deterministic.
+    A node of the label tree that decides bit L - 1 holds 2^(L-1) labels under its 0 branch and the rest
+    under its 1 branch (a node whose labels all fit under the 0 branch codes no bit), so each cut puts
+    exactly 2^(L-1) entries on the low side. Ties keep the given order, so the result is deterministic.
     """
     k = palette.shape[0]
     order = np.arange(k)
