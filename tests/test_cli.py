@@ -278,3 +278,13 @@ def test_dither_alone_may_come_before_the_paths(photo: Path, tmp_path: Path, cap
     assert run_cli(capsys, "encode", "--dither", "0.5", str(photo), str(half), "-k", "8", "-q")[0] == 0
     assert first.read_bytes() == last.read_bytes() == kmcodec.encode(photo, 8, dither=1.0)
     assert half.read_bytes() == kmcodec.encode(photo, 8, dither=0.5) != first.read_bytes()
+
+
+@pytest.mark.parametrize("value, message", [("2", "dither strength must be a number 0 to 1"),
+                                            ("nonsense", "unrecognized arguments: nonsense")])
+def test_a_bad_dither_value_is_a_usage_error_that_writes_nothing(photo: Path, tmp_path: Path, capsys,
+                                                                 value: str, message: str) -> None:
+    out = tmp_path / "x.kmq"
+    code, _, stderr = run_cli(capsys, "encode", str(photo), str(out), "-k", "8", "--dither", value)
+    assert code == 2 and message in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
