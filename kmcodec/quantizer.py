@@ -273,9 +273,7 @@ def finish_palette(
     usage = np.bincount(colour_label, weights=histogram.counts, minlength=rounded.shape[0])
     order = np.lexsort((np.arange(rounded.shape[0]), -usage))
     order = order[usage[order] > 0]
-    remap = np.zeros(rounded.shape[0], dtype=np.int32)
-    remap[order] = np.arange(order.size, dtype=np.int32)
-    return rounded[order], remap[colour_label]
+    return rounded[order], renumbering(order, rounded.shape[0])[colour_label]
 
 
 def check_options(k: int, engine: str, space: str, speed: int, dither: float) -> None:
@@ -304,10 +302,10 @@ def quantize_pixels(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quantize (H, W, C) uint8 pixels to at most k colours.
 
-    Returns (palette (k', C) uint8, labels (H, W)) with k' <= k, every entry
-    distinct and used, in palette_order.tree_order (which helps the context coder); the palette is
-    exactly the image's colours when it has no more than k. Without dithering every label is the exact nearest palette
-    entry (in `space`). The same pixels and options always give the same result.
+    Returns (palette (k', C) uint8, labels (H, W)) with k' <= k, every entry distinct and used, in
+    palette_order.tree_order (which helps the context coder); the palette is exactly the image's colours
+    when it has no more than k. Without dithering every label is the exact nearest palette entry (in
+    `space`). The same pixels and options always give the same result.
     """
     check_options(k, engine, space, speed, dither)
     histogram = colour_histogram(pixels)
@@ -326,9 +324,15 @@ def quantize_pixels(
         return _drop_unused(palette, fastpath.dither(pixels, palette, dither), dtype)
     usage = np.bincount(colour_label, weights=histogram.counts, minlength=palette.shape[0])
     order = tree_order(palette, usage)
-    remap = np.empty(order.size, dtype=np.int32)
+    return palette[order], map_pixels(pixels, histogram, renumbering(order, order.size)[colour_label], dtype)
+
+
+def renumbering(order: np.ndarray, size: int) -> np.ndarray:
+    """The new index of each of `size` old entries when the entries order[0], order[1], ... are kept, in
+    that order (entries left out map to 0: no label refers to them)."""
+    remap = np.zeros(size, dtype=np.int32)
     remap[order] = np.arange(order.size, dtype=np.int32)
-    return palette[order], map_pixels(pixels, histogram, remap[colour_label], dtype)
+    return remap
 
 
 def _drop_unused(palette: np.ndarray, labels: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
@@ -337,15 +341,11 @@ def _drop_unused(palette: np.ndarray, labels: np.ndarray, dtype: np.dtype) -> tu
     usage = np.bincount(labels.reshape(-1), minlength=palette.shape[0])
     used = np.flatnonzero(usage)
     order = used[tree_order(palette[used], usage[used])]
-    remap = np.zeros(palette.shape[0], dtype=np.int64)
-    remap[order] = np.arange(order.size)
-    return palette[order], remap.astype(dtype)[labels]
+    return palette[order], renumbering(order, palette.shape[0]).astype(dtype)[labels]
 
 
 def _exact_palette(histogram: ColourHistogram) -> tuple[np.ndarray, np.ndarray]:
     """The image's own colours as the palette, ordered by use (most first), ties by colour (quantize_pixels
     then puts it in label-tree order)."""
     order = np.lexsort((np.arange(histogram.counts.size), -histogram.counts))
-    remap = np.empty(order.size, dtype=np.int32)
-    remap[order] = np.arange(order.size, dtype=np.int32)
-    return histogram.colours[order], remap
+    return histogram.colours[order], renumbering(order, order.size)
