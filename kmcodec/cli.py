@@ -12,7 +12,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from . import __version__
 from .atomic import OutputExistsError, atomic_output
@@ -568,4 +568,28 @@ def limit_blas_threads(environ: dict | None = None) -> None:
 def run() -> None:
     """Console-script entry point (also `python -m kmcodec`)."""
     limit_blas_threads()
-    sys.exit(main())
+    exit_without_teardown(main())
+
+
+def exit_without_teardown(code: int) -> NoReturn:
+    """Flush stdout and stderr, then end the process at once, skipping the interpreter's teardown.
+
+    Tearing down numpy, Pillow and the codec's modules takes about 20 ms, 4 % of a 4 MP encode, and
+    the command line needs none of it: main has closed and renamed its outputs and joined its threads
+    before it returns. A reader that closed the pipe early is not an error (as in main); a stdout that
+    cannot take the last of the output (a full disk) is.
+    """
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        pass
+    except OSError as exc:
+        _fail(f"stdout: {_os_error_message(exc)}")
+        code = code or EXIT_FAILURE
+    except ValueError:  # stdout was closed
+        pass
+    try:
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        pass
+    os._exit(code)

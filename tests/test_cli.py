@@ -194,6 +194,37 @@ def test_python_dash_m_kmcodec_in_a_fresh_process(photo: Path, tmp_path: Path) -
     assert_one_line_error(done.stderr, "garbage.kmq", "signature")
 
 
+def buffered_environment() -> dict[str, str]:
+    """The environment for a child Python whose stdout is block-buffered, as it is for users (no PYTHONUNBUFFERED)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("PYTHONUNBUFFERED", None)
+    return env
+
+
+def test_the_fast_exit_flushes_what_was_printed(tmp_path: Path) -> None:
+    """run() ends with os._exit, which skips Python's final flush: a piped `info` must still arrive whole."""
+    env = buffered_environment()
+    vector = ROOT / "spec" / "vectors" / "ok-k0001-b0-rgb-70000x1.kmq"
+    done = subprocess.run([sys.executable, "-m", "kmcodec", "info", str(vector)],
+                          capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1].split() == ["0", "#015e8b:", "70,000"]
+    assert done.stderr == ""
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_the_fast_exit_reports_output_it_could_not_flush() -> None:
+    """A stdout that fails at the final flush (a full disk) is an error with exit code 1, not a silent 0."""
+    env = buffered_environment()
+    code = "from kmcodec.cli import exit_without_teardown; print('a line that stays in the buffer'); " \
+           "exit_without_teardown(0)"
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-c", code], stdout=full, stderr=subprocess.PIPE, text=True,
+                              env=env, timeout=120)
+    assert done.returncode == 1
+    assert_one_line_error(done.stderr, "stdout", "No space left on device")
+
+
 def test_max_pixels_refuses_a_large_valid_file(tmp_path: Path, capsys) -> None:
     wide = ROOT / "spec" / "vectors" / "ok-k0001-b0-rgb-70000x1.kmq"
     code, _, stderr = run_cli(capsys, "decode", str(wide), str(tmp_path / "wide.png"), "--max-pixels", "69999")
