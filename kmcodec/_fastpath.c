@@ -932,6 +932,122 @@ static PyObject *py_split_start(PyObject *self, PyObject *args) {
     return PyLong_FromLong(made);
 }
 
+/* ---- greedy weighted k-means++ start ---- */
+
+/* |x_i - centre|^2, the axes' squares added in order (as kmeans.squared_distances_to does) */
+static inline double squared_distance(const double *restrict x, Py_ssize_t i, const double *restrict centre, int d) {
+    const double *p = x + (size_t)i * d;
+    double diff = p[0] - centre[0], total = diff * diff;
+    for (int a = 1; a < d; a++) {
+        diff = p[a] - centre[a];
+        total = total + diff * diff;
+    }
+    return total;
+}
+
+#define KMEANS_PP_MAX_TRIALS 16 /* 2 + ln k is at most 13 for k <= 65536 */
+
+/* All of a step's k-means++ trials in one pass over the points (independent sums, so they overlap): cost[t] =
+   sum over points, in order, of w * min(closest, |x - centre t|^2). */
+static void kmeans_pp_costs(const double *restrict x, const double *restrict w, const double *restrict closest,
+                            Py_ssize_t n, int d, const double *restrict centres, int trials, double *restrict cost) {
+    double sums[KMEANS_PP_MAX_TRIALS] = {0};
+    if (d == 3) { /* colours: the loop the compiler can keep in registers */
+        for (Py_ssize_t i = 0; i < n; i++) {
+            const double x0 = x[3 * i], x1 = x[3 * i + 1], x2 = x[3 * i + 2], near = closest[i], wi = w[i];
+            for (int t = 0; t < trials; t++) {
+                double e0 = x0 - centres[3 * t], e1 = x1 - centres[3 * t + 1], e2 = x2 - centres[3 * t + 2];
+                double dist = e0 * e0;
+                dist = dist + e1 * e1;
+                dist = dist + e2 * e2;
+                sums[t] += wi * (dist < near ? dist : near);
+            }
+        }
+    } else {
+        for (Py_ssize_t i = 0; i < n; i++)
+            for (int t = 0; t < trials; t++) {
+                double dist = squared_distance(x, i, centres + (size_t)t * d, d);
+                sums[t] += w[i] * (dist < closest[i] ? dist : closest[i]);
+            }
+    }
+    for (int t = 0; t < trials; t++) cost[t] = sums[t];
+}
+
+/* kmeans_pp(points f64[n*d], n, d, weights f64[n], k, first, uniforms f64[(k-1)*trials], trials, out i32[k])
+ *   -> number of centres (<= k).
+ * kmeans.kmeans_plus_plus after its first centre: for each further centre, `trials` candidates drawn with
+ * probability weight * (squared distance to the closest centre) (the first index whose running sum reaches
+ * uniform * total), keeping the one that leaves the lowest weighted error (the earliest on ties). Every sum
+ * runs in point order, as the numpy code's cumsums do, so both give the same centres. */
+static PyObject *py_kmeans_pp(PyObject *self, PyObject *args) {
+    PyObject *points_obj, *weights_obj, *uniforms_obj, *out_obj;
+    Py_ssize_t n, first;
+    int d, k, trials;
+    if (!PyArg_ParseTuple(args, "OniOinOiO", &points_obj, &n, &d, &weights_obj, &k, &first, &uniforms_obj, &trials,
+                          &out_obj))
+        return NULL;
+    if (n < 1 || d < 1 || d > MAX_DIMS || k < 1 || trials < 1 || trials > KMEANS_PP_MAX_TRIALS || first < 0 ||
+        first >= n)
+        return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer points, weights, uniforms, out;
+    if (get_buffer(points_obj, &points, 0, n * d * 8, "points") < 0) return NULL;
+    if (get_buffer(weights_obj, &weights, 0, n * 8, "weights") < 0) goto fail1;
+    if (get_buffer(uniforms_obj, &uniforms, 0, (Py_ssize_t)(k - 1) * trials * 8, "uniforms") < 0) goto fail2;
+    if (get_buffer(out_obj, &out, 1, (Py_ssize_t)k * 4, "out") < 0) goto fail3;
+    const double *x = (const double *)points.buf, *w = (const double *)weights.buf, *u = (const double *)uniforms.buf;
+    int32_t *centres = (int32_t *)out.buf;
+    double *closest = malloc(sizeof(double) * (size_t)n), *running = malloc(sizeof(double) * (size_t)n);
+    int made = 0, failed = !(closest && running);
+    if (!failed) {
+        Py_BEGIN_ALLOW_THREADS
+        centres[made++] = (int32_t)first;
+        for (Py_ssize_t i = 0; i < n; i++) closest[i] = squared_distance(x, i, x + (size_t)first * d, d);
+        for (int step = 1; step < k; step++) {
+            double total = 0.0;
+            for (Py_ssize_t i = 0; i < n; i++) running[i] = total = total + w[i] * closest[i];
+            if (!(total > 0.0)) break;
+            double centres_of_trials[KMEANS_PP_MAX_TRIALS * MAX_DIMS], cost[KMEANS_PP_MAX_TRIALS];
+            Py_ssize_t picks[KMEANS_PP_MAX_TRIALS];
+            for (int t = 0; t < trials; t++) {
+                double target = u[(size_t)(step - 1) * trials + t] * total;
+                Py_ssize_t lo = 0, hi = n; /* first i with running[i] >= target (np.searchsorted, side left) */
+                while (lo < hi) {
+                    Py_ssize_t mid = lo + (hi - lo) / 2;
+                    if (running[mid] < target) lo = mid + 1; else hi = mid;
+                }
+                picks[t] = lo < n ? lo : n - 1;
+                memcpy(centres_of_trials + (size_t)t * d, x + (size_t)picks[t] * d, sizeof(double) * (size_t)d);
+            }
+            kmeans_pp_costs(x, w, closest, n, d, centres_of_trials, trials, cost);
+            int best = -1;
+            for (int t = 0; t < trials; t++)
+                if (cost[t] < (best < 0 ? INFINITY : cost[best])) best = t;
+            if (best < 0) break; /* every cost was NaN: keep what there is */
+            centres[made++] = (int32_t)picks[best];
+            for (Py_ssize_t i = 0; i < n; i++) {
+                double dist = squared_distance(x, i, centres_of_trials + (size_t)best * d, d);
+                if (dist < closest[i]) closest[i] = dist;
+            }
+        }
+        Py_END_ALLOW_THREADS
+    }
+    free(closest);
+    free(running);
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&uniforms);
+    PyBuffer_Release(&weights);
+    PyBuffer_Release(&points);
+    if (failed) return PyErr_NoMemory();
+    return PyLong_FromLong(made);
+fail3:
+    PyBuffer_Release(&uniforms);
+fail2:
+    PyBuffer_Release(&weights);
+fail1:
+    PyBuffer_Release(&points);
+    return NULL;
+}
+
 /* ---- Floyd-Steinberg error diffusion (serpentine) onto a fixed palette ---- */
 
 /* dither(pixels u8[h*w*c], h, w, c, palette f64[k*c], k, strength, out_labels i32[h*w]) */
@@ -1349,6 +1465,7 @@ static PyMethodDef methods[] = {
     {"nearest", py_nearest, METH_VARARGS, "Exact nearest centroid (lowest index on ties) of each point."},
     {"hamerly", py_hamerly, METH_VARARGS, "Exact Lloyd assignment that skips points Hamerly's bounds settle."},
     {"split_start", py_split_start, METH_VARARGS, "k starting centroids by splitting the cluster of largest error."},
+    {"kmeans_pp", py_kmeans_pp, METH_VARARGS, "Greedy weighted k-means++ centres (indices) after a first one."},
     {"dither", py_dither, METH_VARARGS, "Serpentine Floyd-Steinberg error diffusion onto a palette."},
     {"histogram", py_histogram, METH_VARARGS, "Distinct 24-bit colours (ascending) and their pixel counts."},
     {"map_rgb", py_map_rgb, METH_VARARGS, "Label of every RGB pixel through a 24-bit lookup table."},

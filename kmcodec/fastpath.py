@@ -133,6 +133,18 @@ def split_start(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray |
     return out[:made].copy() if made < k else out
 
 
+def kmeans_plus_plus(
+    points: np.ndarray, weights: np.ndarray, k: int, first: int, uniforms: np.ndarray, trials: int
+) -> np.ndarray | None:
+    """kmeans.kmeans_plus_plus's centre indices from the C extension (the same as its numpy code), or None
+    without it. points (n, d) and weights (n,) are contiguous float64; uniforms holds (k - 1) * trials draws."""
+    if _c is None:
+        return None
+    out = np.empty(k, dtype=np.int32)
+    made = _c.kmeans_pp(points, points.shape[0], points.shape[1], weights, k, first, uniforms, trials, out)
+    return out[:made]
+
+
 def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: bool | None = None) -> np.ndarray:
     """Serpentine Floyd–Steinberg labels of (H, W, C) uint8 pixels on a (k, C) palette; error x strength diffuses."""
     height, width, channels = pixels.shape

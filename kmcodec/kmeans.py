@@ -90,35 +90,41 @@ def squared_distances_to(axes: np.ndarray, index: int) -> np.ndarray:
 
 
 def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Greedy weighted k-means++ start (as scikit-learn does it: 2 + ln k trials per centre, keep the best)."""
+    """Greedy weighted k-means++ start (as scikit-learn does it: 2 + ln k trials per centre, keep the best).
+
+    The C extension and the numpy code below draw the same random numbers and make the same sums in
+    the same order (sequential, as np.cumsum does), so they pick the same centres.
+    """
     rng = np.random.default_rng(seed)
-    x = points.astype(np.float64)
+    x = np.ascontiguousarray(points, dtype=np.float64)
+    w = np.ascontiguousarray(weights, dtype=np.float64)
     n = x.shape[0]
     if k >= n:
         return x.copy()
-    axes = np.ascontiguousarray(x.T)  # one contiguous array per axis: numpy is slow summing rows of 3
-
-    def squared_distances(index: int) -> np.ndarray:
-        return squared_distances_to(axes, index)
-
     trials = 2 + int(np.log(k))
-    probability = weights / weights.sum()
-    first = int(rng.choice(n, p=probability))
+    first = int(rng.choice(n, p=w / w.sum()))
+    uniforms = rng.random((k - 1) * trials)  # the same numbers as drawing `trials` of them for each centre
+    fast = fastpath.kmeans_plus_plus(x, w, k, first, uniforms, trials)
+    if fast is not None:
+        return x[fast]
+    axes = np.ascontiguousarray(x.T)  # one contiguous array per axis: numpy is slow summing rows of 3
     centres = [first]
-    closest = squared_distances(first)
-    for _ in range(1, k):
-        mass = weights * closest
-        total = mass.sum()
-        if total <= 0:
+    closest = squared_distances_to(axes, first)
+    for step in range(1, k):
+        running = np.cumsum(w * closest)
+        total = running[-1]
+        if not total > 0:
             break
-        picks = np.searchsorted(np.cumsum(mass), rng.random(trials) * total)
+        picks = np.searchsorted(running, uniforms[(step - 1) * trials : step * trials] * total)
         picks = np.minimum(picks, n - 1)
         best_cost, best_pick, best_closest = np.inf, -1, closest
         for pick in picks.tolist():
-            candidate = np.minimum(closest, squared_distances(pick))
-            cost = float((weights * candidate).sum())
+            candidate = np.minimum(closest, squared_distances_to(axes, pick))
+            cost = float(np.cumsum(w * candidate)[-1])
             if cost < best_cost:
                 best_cost, best_pick, best_closest = cost, pick, candidate
+        if best_pick < 0:  # every cost was NaN
+            break
         centres.append(best_pick)
         closest = best_closest
     return x[centres]

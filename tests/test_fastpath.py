@@ -94,6 +94,32 @@ def test_split_start_c_matches_numpy(china: np.ndarray, k: int, monkeypatch) -> 
     assert fast.shape == (k, 3) and np.array_equal(fast, slow)
 
 
+@pytest.mark.parametrize("k", [2, 16, 64, 300])
+@pytest.mark.parametrize("channels", [3, 4])
+def test_kmeans_plus_plus_c_matches_numpy(china: np.ndarray, k: int, channels: int, monkeypatch) -> None:
+    """The C k-means++ (all trials of a step in one pass, a loop for colours and one for any dimension) picks
+    the same centres as the numpy code, on merged cells with fractional coordinates and uneven weights."""
+    from kmcodec.kmeans import kmeans_plus_plus
+    from kmcodec.quantizer import colour_histogram, reduce_histogram
+
+    if not fastpath.have_c_extension():
+        pytest.skip("C extension not built: only one path to compare")
+    pixels = np.ascontiguousarray(china[::2, ::2])
+    if channels == 4:
+        alpha = (np.arange(pixels.shape[1], dtype=np.uint8) * 5)[None, :, None].repeat(pixels.shape[0], 0)
+        pixels = np.concatenate([pixels, alpha], axis=2)
+    histogram = colour_histogram(pixels)
+    points, weights = reduce_histogram(
+        histogram.colours.astype(np.float32), histogram.colours, histogram.counts, 4096
+    )
+    fast = kmeans_plus_plus(points, weights, k, seed=5)
+    monkeypatch.setattr(fastpath, "_c", None)
+    slow = kmeans_plus_plus(points, weights, k, seed=5)
+    assert fast.shape == (k, channels) and np.array_equal(fast, slow)
+    assert np.unique(fast, axis=0).shape[0] == k  # k distinct points of the input
+    assert all((points == centre).all(axis=1).any() for centre in fast)
+
+
 @pytest.mark.skipif(not fastpath.have_c_extension(), reason="the C extension is not built")
 @pytest.mark.parametrize("size", [(0, 0), (1, 1), (523, 522), (1100, 1000)])
 def test_histogram_matches_numpy_unique_by_sort_and_by_table(china: np.ndarray, size: tuple[int, int]) -> None:
