@@ -48,22 +48,34 @@ def available_cores() -> int:
 
 
 def run_in_threads(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
-    """Run the tasks on up to `workers` threads; return their results in order, or raise the first task's error."""
+    """Run the tasks on up to `workers` threads; return their results in order, or raise the first task's error.
+
+    Each thread takes the next task not yet started, so a band that codes slowly does not leave the
+    other threads idle while tasks wait in its queue.
+    """
     results: list = [None] * len(tasks)
     errors: list[BaseException | None] = [None] * len(tasks)
+    lock = threading.Lock()
+    started = 0
 
-    def work(first: int) -> None:
-        for index in range(first, len(tasks), workers):
+    def claim() -> int:
+        nonlocal started
+        with lock:
+            index, started = started, started + 1
+        return index
+
+    def work() -> None:
+        while (index := claim()) < len(tasks):
             try:
                 results[index] = tasks[index]()
             except BaseException as exc:  # re-raised below, in task order, on the calling thread
                 errors[index] = exc
 
     workers = max(1, min(workers, len(tasks)))
-    threads = [threading.Thread(target=work, args=(first,), daemon=True) for first in range(1, workers)]
+    threads = [threading.Thread(target=work, daemon=True) for _ in range(1, workers)]
     for thread in threads:
         thread.start()
-    work(0)
+    work()
     for thread in threads:
         thread.join()
     for error in errors:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import struct
+import threading
 
 import numpy as np
 import pytest
@@ -84,6 +85,43 @@ def test_output_does_not_depend_on_the_number_of_threads(flower: np.ndarray) -> 
     header = dataclasses.replace(header_for(labels, 64), payload_length=len(payloads[1]))
     decoded = [codings.CONTEXT.decode(payloads[1], header, workers=workers) for workers in (1, 2, 7)]
     assert all(np.array_equal(d, labels.reshape(-1)) for d in decoded)
+
+
+def test_threads_take_the_next_task_not_yet_started() -> None:
+    """A thread that is free takes the next task, whoever's "turn" it would be: with two threads, a first task
+    that waits for the third finishes (a fixed stride would leave the third to the waiting thread), and every
+    task runs once, its result in its place."""
+    third_ran = threading.Event()
+    runs: list[int] = []
+
+    def task(index: int):
+        def run() -> int:
+            runs.append(index)
+            if index == 0 and not third_ran.wait(timeout=10):
+                raise AssertionError("the third task never ran while the first waited")
+            if index == 2:
+                third_ran.set()
+            return index * 10
+        return run
+
+    assert banded.run_in_threads([task(i) for i in range(5)], 2) == [0, 10, 20, 30, 40]
+    assert sorted(runs) == [0, 1, 2, 3, 4]
+
+
+def test_a_failing_task_is_raised_after_the_others_ran() -> None:
+    ran: list[int] = []
+
+    def task(index: int):
+        def run() -> int:
+            ran.append(index)
+            if index == 1:
+                raise ValueError("task 1 failed")
+            return index
+        return run
+
+    with pytest.raises(ValueError, match="task 1 failed"):
+        banded.run_in_threads([task(i) for i in range(4)], 2)
+    assert sorted(ran) == [0, 1, 2, 3]
 
 
 def test_a_large_real_photo_is_coded_in_bands_and_round_trips(gnome_4mp_labels) -> None:
