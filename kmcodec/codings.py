@@ -236,17 +236,17 @@ def coding_for_id(coding_id: int) -> Coding:
         raise CodingError(f"header: unsupported coding {coding_id} at offset 10 (this decoder knows {known})") from None
 
 
-#: auto weighs deflate and lzma in two steps. A level-1 deflate probe (3-15 ms on 4-16 MP) overestimates
-#: deflate 9 by 1.07-2.8x on the corpus; where it is more than LZMA_WORTH_TRYING times the context payload,
-#: which settles most photos, neither is tried (on the corpus LZMA is at least 0.22x that probe and never
-#: came within 1.4x of context there). Otherwise a level-6 probe (within 1.24x of deflate 9 on every corpus
-#: image, up to ~80 ms on 16.8 MP) decides: deflate 9 (0.65 s on 16.8 MP labels) only within
-#: DEFLATE_WORTH_TRYING of context, lzma (small images) within LZMA_WORTH_TRYING, as LZMA has never been
-#: below 0.55x deflate 9 (wood at k = 16).
+#: auto weighs deflate and lzma in two steps. A level-1 deflate probe (3-15 ms on 4-16 MP, run beside the context
+#: coder) overestimates deflate 9 by 1.07-2.8x on the corpus; where it is more than FIRST_PROBE_GATE times the
+#: context payload, which settles most photos, neither is tried (on the corpus LZMA is at least 0.22x that probe
+#: and never came within 1.4x of context there). Otherwise small images (up to AUTO_LZMA_MAX_LABELS labels) code
+#: both, on two cores (tens of ms); on bigger ones a level-6 probe (within 1.24x of deflate 9 on every corpus
+#: image, up to ~80 ms on 16.8 MP) decides whether deflate 9 (0.65 s on 16.8 MP labels) may come within
+#: DEFLATE_WORTH_TRYING of context.
 FIRST_PROBE_LEVEL = 1
 PROBE_LEVEL = 6
 DEFLATE_WORTH_TRYING = 1.25
-LZMA_WORTH_TRYING = 2.5
+FIRST_PROBE_GATE = 2.5
 
 
 #: auto tries xz only up to this many labels: at preset 9 it costs about 2 s per million labels (31 s on a
@@ -301,34 +301,46 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
     """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both.
 
     auto always weighs raw (its size is known without packing) and the banded context codings of
-    context_codings_for (context2 up to k = 64 on big images, context above); deflate and lzma when the
-    context kernel is missing, else as the probes say (see DEFLATE_WORTH_TRYING), lzma only up to
-    AUTO_LZMA_MAX_LABELS labels.
+    context_codings_for, and the standard-library codings where a probe says they may win: deflate, and
+    lzma up to AUTO_LZMA_MAX_LABELS labels (see FIRST_PROBE_GATE). Without the context kernel it weighs
+    both of those. Codings that do not depend on each other run at once, on all cores.
     Ties go to the lower coding id.
     """
     if coding != AUTO:
         chosen = coding_for_name(coding)
         return chosen, chosen.encode(labels, header)
+    small = labels.size <= AUTO_LZMA_MAX_LABELS
     candidates: list[tuple[Coding, bytes | None]] = [(RAW, None)]  # raw is packed only if it wins
-    sizes = {RAW.id: packed_size(header.pixel_count, header.label_bits)}
-    try_deflate = try_lzma = _ctxcoder is None
+    later: list[Coding] = [LZMA, DEFLATE] if small else [DEFLATE]  # the longest first: threads take the next one free
     if _ctxcoder is not None:
-        for context_coding in context_codings_for(header):
-            candidates.append((context_coding, context_coding.encode(labels, header)))
-        context = min((payload for _, payload in candidates[1:]), key=len)
+        contexts = context_codings_for(header)
         sample = probe_sample(labels, header)
-        if deflate_probe(labels, header, FIRST_PROBE_LEVEL, sample) < LZMA_WORTH_TRYING * len(context):
-            probe = deflate_probe(labels, header, PROBE_LEVEL, sample)
-            try_deflate = probe < DEFLATE_WORTH_TRYING * len(context)
-            try_lzma = probe < LZMA_WORTH_TRYING * len(context)
-    if try_deflate:
-        candidates.append((DEFLATE, DEFLATE.encode(labels, header)))
-    if try_lzma and labels.size <= AUTO_LZMA_MAX_LABELS:
-        candidates.append((LZMA, LZMA.encode(labels, header)))
+        jobs = [lambda c=c: c.encode(labels, header) for c in contexts]
+
+        def probe() -> float:
+            return deflate_probe(labels, header, FIRST_PROBE_LEVEL, sample)
+
+        if small:  # one band a coding: each its own core, the probe on whichever is free first
+            *payloads, first_probe = _at_once([*jobs, probe])
+        else:  # the bands of the one context coding take every core already
+            payloads, first_probe = [job() for job in jobs], probe()
+        candidates += zip(contexts, payloads)
+        context = len(min(payloads, key=len))
+        if first_probe >= FIRST_PROBE_GATE * context:
+            later = []
+        elif not small and deflate_probe(labels, header, PROBE_LEVEL, sample) >= DEFLATE_WORTH_TRYING * context:
+            later = []
+    candidates += zip(later, _at_once([lambda c=c: c.encode(labels, header) for c in later]))
+    sizes = {RAW.id: packed_size(header.pixel_count, header.label_bits)}
     for chosen, payload in candidates[1:]:
         sizes[chosen.id] = len(payload)
     chosen, payload = min(candidates, key=lambda pair: (sizes[pair[0].id], pair[0].id))
     return chosen, RAW.encode(labels, header) if payload is None else payload
+
+
+def _at_once(jobs: list[Callable[[], object]]) -> list:
+    """Run independent jobs (coders that release the GIL) on all cores; their results in order."""
+    return banded.run_in_threads(jobs, banded.available_cores())
 
 
 def coding_for_name(name: str) -> Coding:

@@ -105,6 +105,18 @@ def test_auto_takes_a_dictionary_coding_where_exact_repeats_beat_context(tiles: 
     assert api.decode(data) == image
 
 
+@pytest.mark.parametrize("k", [8, 64, 256])
+def test_auto_on_a_small_photo_is_the_smallest_coding_it_weighs(china: np.ndarray, k: int) -> None:
+    """Up to AUTO_LZMA_MAX_LABELS auto codes deflate and lzma beside the context codings when the first probe
+    passes (it does on china): the file is the smallest of raw, deflate, lzma, context and context2."""
+    image = api.quantize(china, k)
+    assert image.labels.size <= codings.AUTO_LZMA_MAX_LABELS
+    sizes = {coding: len(api.encode(image, coding=coding)) for coding in ("raw", "deflate", "lzma", "context", "context2")}
+    data = api.encode(image)
+    assert len(data) == min(sizes.values()), sizes
+    assert api.decode(data) == image
+
+
 def test_quantized_photo_auto_beats_png8_after_optimize(flower: np.ndarray) -> None:
     image = api.quantize(flower, 16)
     data = api.encode(image)
