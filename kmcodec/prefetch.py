@@ -1,12 +1,13 @@
-"""Decode an input PNG on a background thread while the main thread loads numpy and the codec.
+"""Decode an input PNG or JPEG on a background thread while the main thread loads numpy and the codec.
 
-A whole `kmcodec encode` of a 4 MP photo spends ~0.1 s decoding the PNG and ~0.25 s
-importing numpy; Pillow's decoder releases the GIL, so the two overlap. An RGB or RGBA
-picture is also packed into rows of 3 or 4 bytes a pixel on the thread (Pillow keeps RGB
-as 4 bytes a pixel), which the main thread then wraps as an array without a copy. Only a PNG
-whose header (IHDR) declares no more pixels than the caller's limit and Pillow's own
-bomb limit is prefetched; anything else, and any failure, leaves the picture to the
-normal path (imageio), which applies every check and says what is wrong.
+A whole `kmcodec encode` of a 4 MP photo spends ~0.1 s decoding the PNG (~20 ms a JPEG)
+and ~0.1 s importing numpy; Pillow's decoders release the GIL, so the two overlap. An RGB
+or RGBA picture is also packed into rows of 3 or 4 bytes a pixel on the thread (Pillow
+keeps RGB as 4 bytes a pixel), which the main thread then wraps as an array without a copy.
+Only a PNG or JPEG whose header (PNG's IHDR, JPEG's start-of-frame) declares no more pixels
+than the caller's limit and Pillow's own bomb limit is prefetched, so nothing is decoded
+before the limits are known to hold; anything else, and any failure, leaves the picture to
+the normal path (imageio), which applies every check and says what is wrong.
 """
 
 from __future__ import annotations
@@ -16,42 +17,86 @@ import threading
 from pathlib import Path
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8"
+#: JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic): every 0xC0-0xCF but DHT, JPG and DAC.
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+#: Markers that stand alone, without a length: TEM, RST0-7, SOI.
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])
+#: How many segments a JPEG header may have before its frame; a file with more is left to the normal path.
+_JPEG_MAX_SEGMENTS = 256
 
 
-def _png_pixels(path: Path) -> int | None:
-    """width x height from a PNG's IHDR chunk, or None if the file does not start like a PNG."""
+def _declared_pixels(path: Path) -> tuple[str, int] | None:
+    """(Pillow format name, width x height) that a PNG's IHDR or a JPEG's start-of-frame declares, or None
+    for any other file, a header this reader does not follow, or a read error."""
     try:
         with open(path, "rb") as handle:
             head = handle.read(24)
+            if len(head) == 24 and head[:8] == _PNG_SIGNATURE and head[12:16] == b"IHDR":
+                width, height = struct.unpack(">II", head[16:24])
+                return "PNG", width * height
+            if head[:2] == _JPEG_SIGNATURE:
+                handle.seek(2)
+                return _jpeg_frame_pixels(handle)
     except OSError:
-        return None
-    if len(head) < 24 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        return None
-    width, height = struct.unpack(">II", head[16:24])
-    return width * height
+        pass
+    return None
+
+
+def _jpeg_frame_pixels(handle) -> tuple[str, int] | None:
+    """Follow a JPEG's segments from after SOI to its start-of-frame; ("JPEG", width x height), or None."""
+    for _ in range(_JPEG_MAX_SEGMENTS):
+        byte = handle.read(1)
+        if byte != b"\xff":
+            return None
+        marker = handle.read(1)
+        while marker == b"\xff":  # fill bytes before a marker
+            marker = handle.read(1)
+        if not marker:
+            return None
+        code = marker[0]
+        if code in _JPEG_STANDALONE:
+            continue
+        if code in (0x00, 0xD9, 0xDA):  # a stuffed byte, end of image or start of scan before any frame
+            return None
+        length = handle.read(2)
+        if len(length) < 2 or struct.unpack(">H", length)[0] < 2:
+            return None
+        body = struct.unpack(">H", length)[0] - 2
+        if code in _JPEG_FRAMES:
+            frame = handle.read(5)  # precision, height, width
+            if len(frame) < 5:
+                return None
+            height, width = struct.unpack(">HH", frame[1:5])
+            return ("JPEG", width * height) if height else None  # height 0: set later by a DNL segment
+        handle.seek(body, 1)
+    return None
 
 
 class PicturePrefetch:
-    """Opens and loads one picture with Pillow on a daemon thread; result() gives the loaded image or None."""
+    """Opens and loads one PNG or JPEG with Pillow on a daemon thread; result() gives the loaded image or None."""
 
     def __init__(self, path: Path, max_pixels: int | None) -> None:
         self._picture = None
         self._packed: bytes | None = None
         self._thread: threading.Thread | None = None
-        pixels = _png_pixels(path)
-        if pixels is None or pixels == 0 or (max_pixels is not None and pixels > max_pixels):
+        declared = _declared_pixels(path)
+        if declared is None:
             return
-        self._thread = threading.Thread(target=self._load, args=(path, pixels), daemon=True)
+        kind, pixels = declared
+        if pixels == 0 or (max_pixels is not None and pixels > max_pixels):
+            return
+        self._thread = threading.Thread(target=self._load, args=(path, kind, pixels), daemon=True)
         self._thread.start()
 
-    def _load(self, path: Path, pixels: int) -> None:
+    def _load(self, path: Path, kind: str, pixels: int) -> None:
         try:
             from PIL import Image
 
             if Image.MAX_IMAGE_PIXELS is not None and pixels > Image.MAX_IMAGE_PIXELS:
                 return  # Pillow would warn or refuse; the normal path handles that
-            picture = Image.open(path)
-            if picture.format != "PNG" or picture.width * picture.height != pixels:
+            picture = Image.open(path, formats=[kind])
+            if picture.width * picture.height != pixels:
                 picture.close()
                 return
             picture.load()

@@ -1,18 +1,22 @@
-"""prefetch.py: the input PNG decoded on a thread while numpy loads, and every case it leaves to the normal path."""
+"""prefetch.py: the input PNG or JPEG decoded on a thread while numpy loads, and every case it leaves to the normal path."""
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import kmcodec
 from kmcodec.cli import main as cli_main
-from kmcodec.prefetch import PicturePrefetch
+from kmcodec.imageio import load_pixels
+from kmcodec.prefetch import PicturePrefetch, _declared_pixels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,18 +57,96 @@ def test_pictures_that_need_pillows_conversions_are_not_packed(china: np.ndarray
     assert out.read_bytes() == kmcodec.encode(np.rot90(china, -1), 8)  # orientation 6: turned 90 degrees clockwise
 
 
-def test_encode_with_prefetch_writes_the_same_bytes_as_the_api(china_png: Path, tmp_path: Path) -> None:
-    out = tmp_path / "china.kmq"
-    assert cli_main(["encode", str(china_png), str(out), "-k", "16", "-q"]) == 0
-    assert out.read_bytes() == kmcodec.encode(china_png, 16)
+def test_encode_with_prefetch_writes_the_same_bytes_as_the_api(china_png: Path, tmp_path: Path,
+                                                                 china: np.ndarray) -> None:
+    jpeg = tmp_path / "china.jpg"
+    Image.fromarray(china).save(jpeg, quality=90)
+    for source in (china_png, jpeg):
+        out = tmp_path / f"{source.name}.kmq"
+        assert cli_main(["encode", str(source), str(out), "-k", "16", "-q"]) == 0
+        assert out.read_bytes() == kmcodec.encode(source, 16)
 
 
 def test_other_formats_and_pictures_over_the_limit_are_left_to_the_normal_path(tmp_path: Path, china: np.ndarray,
                                                                                  china_png: Path) -> None:
+    for suffix in ("gif", "bmp", "webp", "tiff"):
+        other = tmp_path / f"china.{suffix}"
+        Image.fromarray(china).save(other)
+        assert PicturePrefetch(other, max_pixels=None).result() is None
     jpeg = tmp_path / "china.jpg"
     Image.fromarray(china).save(jpeg)
-    assert PicturePrefetch(jpeg, max_pixels=None).result() is None
-    assert PicturePrefetch(china_png, max_pixels=china.shape[0] * china.shape[1] - 1).result() is None
+    pixels = china.shape[0] * china.shape[1]
+    assert PicturePrefetch(china_png, max_pixels=pixels - 1).result() is None
+    assert PicturePrefetch(jpeg, max_pixels=pixels - 1).result() is None
+    assert PicturePrefetch(jpeg, max_pixels=pixels).result() is not None
+
+
+def test_jpegs_are_loaded_on_the_thread_with_the_normal_paths_pixels(tmp_path: Path, china: np.ndarray) -> None:
+    """scikit-learn's china.jpg as shipped, a progressive JPEG and a CMYK one (which needs Pillow's conversion,
+    so it comes unpacked): the same pixels as imageio's own reading."""
+    import sklearn
+
+    shipped = Path(sklearn.__file__).parent / "datasets" / "images" / "china.jpg"
+    progressive = tmp_path / "progressive.jpg"
+    Image.fromarray(china).save(progressive, progressive=True, quality=80)
+    cmyk = tmp_path / "cmyk.jpg"
+    Image.fromarray(china).convert("CMYK").save(cmyk)
+    for path, packed in ((shipped, True), (progressive, True), (cmyk, False)):
+        prefetch = PicturePrefetch(path, max_pixels=None)
+        assert prefetch.result() is not None and prefetch.result().format == "JPEG"
+        pixels = prefetch.pixels()
+        assert (pixels is not None) == packed
+        expected = load_pixels(path)
+        assert np.array_equal(pixels if packed else load_pixels(prefetch.result()), expected)
+
+
+def test_encoding_a_turned_jpeg_applies_its_orientation(tmp_path: Path, china: np.ndarray) -> None:
+    turned = tmp_path / "turned.jpg"
+    exif = Image.Exif()
+    exif[0x0112] = 8  # stored turned: 90 degrees counter-clockwise to show
+    Image.fromarray(china).save(turned, exif=exif, quality=95)
+    prefetch = PicturePrefetch(turned, max_pixels=None)
+    assert prefetch.result() is not None and prefetch.pixels() is None
+    out = tmp_path / "turned.kmq"
+    assert cli_main(["encode", str(turned), str(out), "-k", "8", "-q"]) == 0
+    assert out.read_bytes() == kmcodec.encode(turned, 8)
+    assert kmcodec.read(out).height == china.shape[1]  # shown upright: the stored width is the height
+
+
+def _segment(marker: int, body: bytes) -> bytes:
+    return bytes([0xFF, marker]) + struct.pack(">H", len(body) + 2) + body
+
+
+def _frame(marker: int, width: int, height: int) -> bytes:
+    return _segment(marker, bytes([8]) + struct.pack(">HH", height, width) + bytes([3]) + bytes(9))
+
+
+@pytest.mark.parametrize("header, expected", [
+    (_frame(0xC0, 640, 427), ("JPEG", 273280)),                                            # baseline
+    (_segment(0xE0, b"JFIF\0" + bytes(9)) + _frame(0xC2, 3, 5), ("JPEG", 15)),            # APP0, progressive
+    (_segment(0xFE, bytes(65000)) + b"\xff\xff" + _frame(0xC1, 4464, 2), ("JPEG", 8928)),  # long COM, fill bytes
+    (b"\xff\xd0" + _frame(0xCF, 1, 1), ("JPEG", 1)),                                       # a stand-alone marker
+    (_segment(0xC4, bytes(30)) + _segment(0xDB, bytes(65)) + _frame(0xC0, 9, 9), ("JPEG", 81)),  # DHT, DQT first
+    (_frame(0xC0, 640, 0), None),                                                         # height set later (DNL)
+    (_segment(0xDA, bytes(10)) + _frame(0xC0, 9, 9), None),                                # a scan before any frame
+    (_frame(0xC0, 640, 427)[:6], None),                                                   # cut inside the frame
+    (_segment(0xE1, bytes(10))[:3], None),                                                # cut inside a length
+    (b"\x00" + _frame(0xC0, 9, 9), None),                                                 # not a marker
+    (_segment(0xE0, b"") * 300 + _frame(0xC0, 9, 9), None),                                # too many segments
+])
+def test_jpeg_headers_give_the_frame_size_or_none(tmp_path: Path, header: bytes, expected) -> None:
+    path = tmp_path / "h.jpg"
+    path.write_bytes(b"\xff\xd8" + header)
+    assert _declared_pixels(path) == expected
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_any_bytes_after_a_jpeg_signature_give_a_size_or_none(tmp_path_factory, tail: bytes) -> None:
+    path = tmp_path_factory.mktemp("jpeg") / "x.jpg"
+    path.write_bytes(b"\xff\xd8" + tail)
+    result = _declared_pixels(path)
+    assert result is None or (result[0] == "JPEG" and 0 < result[1] <= 65535 * 65535)
 
 
 def test_a_broken_png_is_not_prefetched_and_the_cli_still_names_the_problem(china_png: Path, tmp_path: Path,
