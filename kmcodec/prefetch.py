@@ -22,8 +22,10 @@ _JPEG_SIGNATURE = b"\xff\xd8"
 _JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
 #: Markers that stand alone, without a length: TEM, RST0-7, SOI.
 _JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD9)])
-#: How many segments a JPEG header may have before its frame; a file with more is left to the normal path.
+#: How many segments a JPEG header may have before its frame, and fill bytes before one marker; a file with
+#: more is left to the normal path (the reader runs before the pixel limits are known to hold, so it is bounded).
 _JPEG_MAX_SEGMENTS = 256
+_JPEG_MAX_FILL = 64
 
 
 def _declared_pixels(path: Path) -> tuple[str, int] | None:
@@ -50,9 +52,11 @@ def _jpeg_frame_pixels(handle) -> tuple[str, int] | None:
         if byte != b"\xff":
             return None
         marker = handle.read(1)
-        while marker == b"\xff":  # fill bytes before a marker
+        for _ in range(_JPEG_MAX_FILL):  # fill bytes before a marker
+            if marker != b"\xff":
+                break
             marker = handle.read(1)
-        if not marker:
+        if not marker or marker == b"\xff":
             return None
         code = marker[0]
         if code in _JPEG_STANDALONE:
@@ -60,16 +64,18 @@ def _jpeg_frame_pixels(handle) -> tuple[str, int] | None:
         if code in (0x00, 0xD9, 0xDA):  # a stuffed byte, end of image or start of scan before any frame
             return None
         length = handle.read(2)
-        if len(length) < 2 or struct.unpack(">H", length)[0] < 2:
+        if len(length) < 2:
             return None
-        body = struct.unpack(">H", length)[0] - 2
+        (length,) = struct.unpack(">H", length)
+        if length < 2:
+            return None
         if code in _JPEG_FRAMES:
             frame = handle.read(5)  # precision, height, width
             if len(frame) < 5:
                 return None
             height, width = struct.unpack(">HH", frame[1:5])
             return ("JPEG", width * height) if height else None  # height 0: set later by a DNL segment
-        handle.seek(body, 1)
+        handle.seek(length - 2, 1)
     return None
 
 

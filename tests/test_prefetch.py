@@ -16,7 +16,7 @@ from PIL import Image
 import kmcodec
 from kmcodec.cli import main as cli_main
 from kmcodec.imageio import load_pixels
-from kmcodec.prefetch import PicturePrefetch, _declared_pixels
+from kmcodec.prefetch import PicturePrefetch, _declared_pixels, _jpeg_frame_pixels
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -133,6 +133,7 @@ def _frame(marker: int, width: int, height: int) -> bytes:
     (_segment(0xE1, bytes(10))[:3], None),                                                # cut inside a length
     (b"\x00" + _frame(0xC0, 9, 9), None),                                                 # not a marker
     (_segment(0xE0, b"") * 300 + _frame(0xC0, 9, 9), None),                                # too many segments
+    (b"\xff" * 100 + _frame(0xC0, 9, 9), None),                                            # too many fill bytes
 ])
 def test_jpeg_headers_give_the_frame_size_or_none(tmp_path: Path, header: bytes, expected) -> None:
     path = tmp_path / "h.jpg"
@@ -157,6 +158,32 @@ def test_a_broken_png_is_not_prefetched_and_the_cli_still_names_the_problem(chin
     assert cli_main(["encode", str(broken), str(tmp_path / "out.kmq"), "-k", "8"]) == 1
     error = capsys.readouterr().err
     assert error.startswith("kmcodec: error:") and "broken.png" in error
+    assert not (tmp_path / "out.kmq").exists()
+
+
+def test_a_file_of_fill_bytes_is_given_up_at_once(tmp_path: Path) -> None:
+    """The header reader runs on the calling thread before any limit is checked: 8 MB of 0xFF after SOI
+    (each a valid fill byte) must not be read byte by byte."""
+    path = tmp_path / "fill.jpg"
+    path.write_bytes(b"\xff\xd8" + b"\xff" * (8 << 20))
+    with open(path, "rb") as handle:
+        handle.seek(2)
+        assert _jpeg_frame_pixels(handle) is None
+        assert handle.tell() < 1000
+    assert _declared_pixels(path) is None and PicturePrefetch(path, max_pixels=None).result() is None
+
+
+def test_a_broken_jpeg_is_not_prefetched_and_the_cli_still_names_the_problem(tmp_path: Path, china: np.ndarray,
+                                                                              capsys) -> None:
+    whole = tmp_path / "whole.jpg"
+    Image.fromarray(china).save(whole)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(whole.read_bytes()[:3000])  # a valid header, the scan cut short
+    assert _declared_pixels(broken) == ("JPEG", china.shape[0] * china.shape[1])
+    assert PicturePrefetch(broken, max_pixels=None).result() is None
+    assert cli_main(["encode", str(broken), str(tmp_path / "out.kmq"), "-k", "8"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("kmcodec: error:") and "broken.jpg" in error
     assert not (tmp_path / "out.kmq").exists()
 
 
