@@ -216,7 +216,6 @@ def _banded_decoder(model: int) -> Callable[..., np.ndarray]:
     return decode
 
 
-
 DEFLATE = Coding(1, "deflate", _deflate_encode, _deflate_decode, _any_length)
 LZMA = Coding(2, "lzma", _lzma_encode, _lzma_decode, _any_length)
 CONTEXT1 = Coding(3, "context1", _context_encode, _context_decode, _any_length)
