@@ -15,6 +15,7 @@ import numpy as np
 
 from . import fastpath
 from .nearest import nearest_centroid
+from .pcg64 import Pcg64Stream
 
 
 def split_start(points: np.ndarray, weights: np.ndarray, k: int) -> np.ndarray:
@@ -95,15 +96,19 @@ def kmeans_plus_plus(points: np.ndarray, weights: np.ndarray, k: int, seed: int)
     The C extension and the numpy code below draw the same random numbers and make the same sums in
     the same order (sequential, as np.cumsum does), so they pick the same centres.
     """
-    rng = np.random.default_rng(seed)
     x = np.ascontiguousarray(points, dtype=np.float64)
     w = np.ascontiguousarray(weights, dtype=np.float64)
     n = x.shape[0]
     if k >= n:
         return x.copy()
     trials = 2 + int(np.log(k))
-    first = int(rng.choice(n, p=w / w.sum()))
-    uniforms = rng.random((k - 1) * trials)  # the same numbers as drawing `trials` of them for each centre
+    # np.random.default_rng(seed): first = rng.choice(n, p=w / w.sum()), then rng.random((k - 1) * trials)
+    # (the same numbers as drawing `trials` of them for each centre), without numpy.random's import
+    stream = Pcg64Stream(seed)
+    cdf = np.cumsum(w / w.sum())
+    cdf /= cdf[-1]
+    first = int(np.searchsorted(cdf, stream.random(1)[0], side="right"))
+    uniforms = np.array(stream.random((k - 1) * trials), dtype=np.float64)
     fast = fastpath.kmeans_plus_plus(x, w, k, first, uniforms, trials)
     if fast is not None:
         return x[fast]
