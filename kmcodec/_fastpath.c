@@ -1137,15 +1137,23 @@ static void radix_sort_24(uint32_t *keys, uint32_t *spare, size_t m) {
     memcpy(spare, keys, m * sizeof(uint32_t));
 }
 
+/* The 24-bit key of the RGB pixel at p (first channel most significant). */
+static inline uint32_t rgb_key(const uint8_t *p) { return ((uint32_t)p[0] << 16) | ((uint32_t)p[1] << 8) | p[2]; }
+
+/* Pixels are 3 bytes apart, or 4 when they are RGB views of 4-byte pixels (Pillow's RGBX storage): the bytes a
+   strided pixel buffer must hold for n pixels. */
+static Py_ssize_t pixel_bytes(Py_ssize_t n, Py_ssize_t stride) { return n ? (n - 1) * stride + 3 : 0; }
+
 /* Up to this many pixels the histogram sorts the pixels' keys instead of counting in a 2^24 table: the
    table's page faults cost ~30 ms however few pixels there are (a 0.27 MP photo: 33 ms by table, ~3 by sort). */
 #define HISTOGRAM_SORT_MAX_PIXELS ((Py_ssize_t)1 << 20)
 
 /* Distinct keys ascending into keys[0..m) and their pixel counts into counts, by sorting all n keys
    (keys and spare hold n entries). Returns m. */
-static size_t histogram_by_sort(const uint8_t *src, size_t n, uint32_t *keys, uint32_t *spare, int64_t *counts) {
+static size_t histogram_by_sort(const uint8_t *src, size_t stride, size_t n, uint32_t *keys, uint32_t *spare,
+                                int64_t *counts) {
     for (size_t i = 0; i < n; i++)
-        keys[i] = ((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2];
+        keys[i] = rgb_key(src + stride * i);
     radix_sort_24(keys, spare, n);
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
@@ -1161,10 +1169,11 @@ static size_t histogram_by_sort(const uint8_t *src, size_t n, uint32_t *keys, ui
 
 /* Distinct keys in the order they first appear into *keys (grown as needed) and their counts into table;
    returns m, or (size_t)-1 when memory runs out. */
-static size_t histogram_by_table(const uint8_t *src, size_t n, uint32_t *table, uint32_t **keys, size_t capacity) {
+static size_t histogram_by_table(const uint8_t *src, size_t stride, size_t n, uint32_t *table, uint32_t **keys,
+                                 size_t capacity) {
     size_t m = 0;
     for (size_t i = 0; i < n; i++) {
-        uint32_t key = ((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2];
+        uint32_t key = rgb_key(src + stride * i);
         if (table[key]++ == 0) {
             if (m == capacity) {
                 uint32_t *grown = realloc(*keys, 2 * capacity * sizeof(uint32_t));
@@ -1178,7 +1187,8 @@ static size_t histogram_by_table(const uint8_t *src, size_t n, uint32_t *table, 
     return m;
 }
 
-/* histogram(pixels u8[n*3], n) -> (keys bytes of u32, counts bytes of i64), keys ascending.
+/* histogram(pixels u8[n*3], n, stride=3) -> (keys bytes of u32, counts bytes of i64), keys ascending.
+ * Pixel i is the three bytes at pixels[stride * i] (stride 3 or 4).
  * Small images sort their keys (histogram_by_sort). Larger ones count in a calloc'd table (the OS hands
  * out zero pages lazily), and distinct keys are collected as they first appear and radix-sorted, so the
  * cost is O(n + m), not O(2^24).
@@ -1186,11 +1196,11 @@ static size_t histogram_by_table(const uint8_t *src, size_t n, uint32_t *table, 
  * split by pixels the threads would need a 64 MiB table each or atomic counts.) */
 static PyObject *py_histogram(PyObject *self, PyObject *args) {
     PyObject *pix_obj;
-    Py_ssize_t n;
-    if (!PyArg_ParseTuple(args, "On", &pix_obj, &n)) return NULL;
-    if (n < 0) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_ssize_t n, stride = 3;
+    if (!PyArg_ParseTuple(args, "On|n", &pix_obj, &n, &stride)) return NULL;
+    if (n < 0 || (stride != 3 && stride != 4)) return PyErr_Format(PyExc_ValueError, "bad sizes");
     Py_buffer pix;
-    if (get_buffer(pix_obj, &pix, 0, n * 3, "pixels") < 0) return NULL;
+    if (get_buffer(pix_obj, &pix, 0, pixel_bytes(n, stride), "pixels") < 0) return NULL;
     int by_sort = n <= HISTOGRAM_SORT_MAX_PIXELS;
     size_t capacity = by_sort ? (size_t)(n ? n : 1) : 1 << 16, m = 0;
     uint32_t *table = by_sort ? NULL : calloc((size_t)1 << 24, sizeof(uint32_t));
@@ -1201,9 +1211,9 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
     const uint8_t *src = (const uint8_t *)pix.buf;
     Py_BEGIN_ALLOW_THREADS
     if (!failed && by_sort) {
-        m = histogram_by_sort(src, (size_t)n, keys, spare, counts);
+        m = histogram_by_sort(src, (size_t)stride, (size_t)n, keys, spare, counts);
     } else if (!failed) {
-        m = histogram_by_table(src, (size_t)n, table, &keys, capacity);
+        m = histogram_by_table(src, (size_t)stride, (size_t)n, table, &keys, capacity);
         if (m == (size_t)-1) {
             failed = 1;
         } else {
@@ -1244,6 +1254,7 @@ static PyObject *py_histogram(PyObject *self, PyObject *args) {
 
 typedef struct {
     const uint8_t *src;
+    size_t stride;
     const uint16_t *table;
     void *dst;
     int out_bytes;
@@ -1252,28 +1263,31 @@ typedef struct {
 static void map_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part) {
     const map_job *job = (const map_job *)ctx;
     const uint8_t *src = job->src;
+    const size_t stride = job->stride;
     const uint16_t *table = job->table;
     if (job->out_bytes == 1) {
         uint8_t *dst = (uint8_t *)job->dst;
-        for (Py_ssize_t i = begin; i < end; i++)
-            dst[i] = (uint8_t)table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
+        for (Py_ssize_t i = begin; i < end; i++) dst[i] = (uint8_t)table[rgb_key(src + stride * i)];
     } else {
         uint16_t *dst = (uint16_t *)job->dst;
-        for (Py_ssize_t i = begin; i < end; i++)
-            dst[i] = table[((uint32_t)src[3 * i] << 16) | ((uint32_t)src[3 * i + 1] << 8) | src[3 * i + 2]];
+        for (Py_ssize_t i = begin; i < end; i++) dst[i] = table[rgb_key(src + stride * i)];
     }
 }
 
-/* map_rgb(pixels u8[n*3], n, keys u32[m], m, labels_of_keys u16[m], out u8[n] or u16[n], out_bytes, threads=1) */
+/* map_rgb(pixels u8[n*3], n, keys u32[m], m, labels_of_keys u16[m], out u8[n] or u16[n], out_bytes, threads=1,
+           stride=3): pixel i is the three bytes at pixels[stride * i] (stride 3 or 4) */
 static PyObject *py_map_rgb(PyObject *self, PyObject *args) {
     PyObject *pix_obj, *keys_obj, *lab_obj, *out_obj;
     Py_ssize_t n, m;
     int out_bytes, threads = 1;
-    if (!PyArg_ParseTuple(args, "OnOnOOi|i", &pix_obj, &n, &keys_obj, &m, &lab_obj, &out_obj, &out_bytes, &threads))
+    Py_ssize_t stride = 3;
+    if (!PyArg_ParseTuple(args, "OnOnOOi|in", &pix_obj, &n, &keys_obj, &m, &lab_obj, &out_obj, &out_bytes, &threads,
+                          &stride))
         return NULL;
-    if (n < 0 || m < 0 || (out_bytes != 1 && out_bytes != 2)) return PyErr_Format(PyExc_ValueError, "bad sizes");
+    if (n < 0 || m < 0 || (out_bytes != 1 && out_bytes != 2) || (stride != 3 && stride != 4))
+        return PyErr_Format(PyExc_ValueError, "bad sizes");
     Py_buffer pix, keys, lab, out;
-    if (get_buffer(pix_obj, &pix, 0, n * 3, "pixels") < 0) return NULL;
+    if (get_buffer(pix_obj, &pix, 0, pixel_bytes(n, stride), "pixels") < 0) return NULL;
     if (get_buffer(keys_obj, &keys, 0, m * 4, "keys") < 0) {
         PyBuffer_Release(&pix);
         return NULL;
@@ -1296,7 +1310,7 @@ static PyObject *py_map_rgb(PyObject *self, PyObject *args) {
         const uint16_t *ld = (const uint16_t *)lab.buf;
         Py_BEGIN_ALLOW_THREADS
         for (Py_ssize_t j = 0; j < m; j++) table[kd[j] & 0xFFFFFFu] = ld[j];
-        map_job job = {src, table, out.buf, out_bytes};
+        map_job job = {src, (size_t)stride, table, out.buf, out_bytes};
         parallel_for(map_range, &job, n, parts_for(n, threads));
         Py_END_ALLOW_THREADS
         free(table);
@@ -1461,6 +1475,94 @@ static PyObject *py_expand(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- Pillow's pixels without a copy, through the Arrow C data interface ----
+ * Pillow (>= 11.2) exports an RGB or RGBA image stored in one block as a fixed-size list of 4 uint8 per pixel
+ * ("+w:4" of "C"): its own RGBX/RGBA memory. arrow_pixels wraps that memory in a read-only buffer object
+ * that keeps the array capsule, and with it Pillow's reference to the pixels, alive for as long as any view
+ * of it lives; image.tobytes() would copy 12 MB on a 4 MP photo (16 ms here, 76 ms at 16.8 MP). */
+struct ArrowSchema {
+    const char *format;
+    const char *name;
+    const char *metadata;
+    int64_t flags;
+    int64_t n_children;
+    struct ArrowSchema **children;
+    struct ArrowSchema *dictionary;
+    void (*release)(struct ArrowSchema *);
+    void *private_data;
+};
+
+struct ArrowArray {
+    int64_t length;
+    int64_t null_count;
+    int64_t offset;
+    int64_t n_buffers;
+    int64_t n_children;
+    const void **buffers;
+    struct ArrowArray **children;
+    struct ArrowArray *dictionary;
+    void (*release)(struct ArrowArray *);
+    void *private_data;
+};
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *owner; /* the "arrow_array" capsule: releasing it lets Pillow free the pixels */
+    void *data;
+    Py_ssize_t size;
+} PixelView;
+
+static int pixel_view_getbuffer(PyObject *self, Py_buffer *view, int flags) {
+    PixelView *pv = (PixelView *)self;
+    return PyBuffer_FillInfo(view, self, pv->data, pv->size, 1, flags); /* read-only */
+}
+
+static void pixel_view_dealloc(PyObject *self) {
+    Py_XDECREF(((PixelView *)self)->owner);
+    PyObject_Free(self);
+}
+
+static PyBufferProcs pixel_view_buffer = {pixel_view_getbuffer, NULL};
+
+static PyTypeObject PixelViewType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "kmcodec._fastpath.PixelView",
+    .tp_basicsize = sizeof(PixelView),
+    .tp_dealloc = pixel_view_dealloc,
+    .tp_as_buffer = &pixel_view_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Read-only bytes of an image's 4-byte pixels, shared with the Pillow image that exported them.",
+};
+
+/* arrow_pixels(schema_capsule, array_capsule) -> PixelView of 4 * length bytes; ValueError for any other layout */
+static PyObject *py_arrow_pixels(PyObject *self, PyObject *args) {
+    PyObject *schema_capsule, *array_capsule;
+    if (!PyArg_ParseTuple(args, "OO", &schema_capsule, &array_capsule)) return NULL;
+    struct ArrowSchema *schema = (struct ArrowSchema *)PyCapsule_GetPointer(schema_capsule, "arrow_schema");
+    if (!schema) return NULL;
+    struct ArrowArray *array = (struct ArrowArray *)PyCapsule_GetPointer(array_capsule, "arrow_array");
+    if (!array) return NULL;
+    if (!schema->release || !array->release)
+        return PyErr_Format(PyExc_ValueError, "the Arrow schema or array was already released");
+    if (!schema->format || strcmp(schema->format, "+w:4") != 0 || schema->n_children != 1 || !schema->children ||
+        !schema->children[0] || !schema->children[0]->format || strcmp(schema->children[0]->format, "C") != 0)
+        return PyErr_Format(PyExc_ValueError, "the Arrow array is not 4 uint8 values a pixel");
+    if (array->length < 0 || array->offset != 0 || array->null_count != 0 || array->n_children != 1 ||
+        !array->children || !array->children[0])
+        return PyErr_Format(PyExc_ValueError, "the Arrow array has an unexpected layout");
+    struct ArrowArray *values = array->children[0];
+    if (values->offset != 0 || values->null_count != 0 || values->n_buffers != 2 || !values->buffers ||
+        !values->buffers[1] || values->length != 4 * array->length || values->length > PY_SSIZE_T_MAX)
+        return PyErr_Format(PyExc_ValueError, "the Arrow array's values have an unexpected layout");
+    PixelView *view = PyObject_New(PixelView, &PixelViewType);
+    if (!view) return NULL;
+    Py_INCREF(array_capsule);
+    view->owner = array_capsule;
+    view->data = (void *)values->buffers[1];
+    view->size = (Py_ssize_t)values->length;
+    return (PyObject *)view;
+}
+
 static PyMethodDef methods[] = {
     {"nearest", py_nearest, METH_VARARGS, "Exact nearest centroid (lowest index on ties) of each point."},
     {"hamerly", py_hamerly, METH_VARARGS, "Exact Lloyd assignment that skips points Hamerly's bounds settle."},
@@ -1472,9 +1574,13 @@ static PyMethodDef methods[] = {
     {"pack", py_pack, METH_VARARGS, "Pack labels MSB-first in b bits each."},
     {"unpack", py_unpack, METH_VARARGS, "Unpack MSB-first b-bit labels; return the largest."},
     {"expand", py_expand, METH_VARARGS, "Palette entries of labels, as pixel bytes."},
+    {"arrow_pixels", py_arrow_pixels, METH_VARARGS, "A Pillow image's 4-byte pixels, shared through Arrow."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_fastpath", "kmcodec's C inner loops.", -1, methods};
 
-PyMODINIT_FUNC PyInit__fastpath(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastpath(void) {
+    if (PyType_Ready(&PixelViewType) < 0) return NULL;
+    return PyModule_Create(&module);
+}

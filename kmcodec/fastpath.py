@@ -176,11 +176,24 @@ def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: b
     return out
 
 
+def rgb_bytes(flat: np.ndarray) -> tuple[np.ndarray, int]:
+    """(bytes, stride) of (n, 3) uint8 pixels for the C loops: pixel i is the 3 bytes at stride * i.
+
+    Packed pixels have stride 3; an RGB view of 4-byte pixels (Pillow's RGBX storage, see
+    arrow_pixels) has stride 4 and is passed without a copy; any other layout is packed first.
+    """
+    if flat.shape[0] > 0 and flat.strides == (4, 1):
+        span = (flat.shape[0] - 1) * 4 + 3  # the bytes from the first pixel to the last one's third
+        return np.lib.stride_tricks.as_strided(flat, shape=(span,), strides=(1,), writeable=False), 4
+    return np.ascontiguousarray(flat), 3
+
+
 def histogram_rgb(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """(keys uint32 ascending, counts int64) of (n, 3) uint8 colours, or None without the extension."""
     if _c is None:
         return None
-    keys, counts = _c.histogram(np.ascontiguousarray(flat), flat.shape[0])
+    data, stride = rgb_bytes(flat)
+    keys, counts = _c.histogram(data, flat.shape[0], stride)
     return np.frombuffer(keys, dtype=np.uint32), np.frombuffer(counts, dtype=np.int64)
 
 
@@ -190,9 +203,29 @@ def map_rgb(flat: np.ndarray, keys: np.ndarray, key_labels: np.ndarray, dtype: n
         return None
     out = np.empty(flat.shape[0], dtype=dtype)
     labels16 = np.ascontiguousarray(key_labels, dtype=np.uint16)
-    _c.map_rgb(np.ascontiguousarray(flat), flat.shape[0], np.ascontiguousarray(keys, dtype=np.uint32),
-               keys.size, labels16, out, out.itemsize, threads())
+    data, stride = rgb_bytes(flat)
+    _c.map_rgb(data, flat.shape[0], np.ascontiguousarray(keys, dtype=np.uint32),
+               keys.size, labels16, out, out.itemsize, threads(), stride)
     return out
+
+
+def arrow_pixels(picture) -> np.ndarray | None:
+    """A Pillow RGB or RGBA image's pixels as a read-only (H, W, 3|4) view of Pillow's own memory, or None.
+
+    Pillow stores such pixels in 4 bytes (RGBX, RGBA) and exports them through the Arrow C data
+    interface (Pillow >= 11.2) when the image is one block of memory; RGB comes back as a view of the
+    first 3 bytes of each pixel. The view keeps Pillow's pixels alive after the image is closed.
+    None without the extension, on an older Pillow, or when the image cannot be exported.
+    """
+    export = getattr(picture, "__arrow_c_array__", None)
+    if _c is None or export is None or picture.mode not in ("RGB", "RGBA"):
+        return None
+    try:
+        shared = _c.arrow_pixels(*export())
+    except ValueError:  # Pillow refuses (rows in several blocks) or exports another layout
+        return None
+    pixels = np.frombuffer(shared, dtype=np.uint8).reshape(picture.height, picture.width, 4)
+    return pixels if picture.mode == "RGBA" else pixels[:, :, :3]
 
 
 def pack(labels: np.ndarray, bits: int) -> bytes | None:

@@ -30,7 +30,8 @@ _PILLOW_LIMIT_LOCK = threading.Lock()
 
 
 def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """Return the image as a C-contiguous (height, width, 3 or 4) uint8 array.
+    """Return the image as a (height, width, 3 or 4) uint8 array: C-contiguous, or RGB viewed in 4-byte
+    pixels (rows of RGBX, or of opaque RGBA) when it came that way, which is read in place rather than copied.
 
     An image of more than `max_pixels` pixels (default: Pillow's
     PIL.Image.MAX_IMAGE_PIXELS) is refused with InputImageError before its pixel
@@ -200,4 +201,6 @@ def _array_pixels(array: np.ndarray) -> np.ndarray:
         array = np.concatenate([np.repeat(array[:, :, :1], 3, axis=2), array[:, :, 1:]], axis=2)
     if array.shape[2] == 4 and bool((array[:, :, 3] == 255).all()):
         array = array[:, :, :3]
+    if array.shape[2] == 3 and array.strides == (4 * array.shape[1], 4, 1):
+        return array  # RGB in 4-byte pixels (RGBX, or opaque RGBA): the quantizer reads it in place
     return np.ascontiguousarray(array)

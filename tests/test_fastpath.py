@@ -136,3 +136,90 @@ def test_histogram_matches_numpy_unique_by_sort_and_by_table(china: np.ndarray, 
         (pixels[:, 0].astype(np.uint32) << 16) | (pixels[:, 1].astype(np.uint32) << 8) | pixels[:, 2],
         return_counts=True)
     assert np.array_equal(keys, expected_keys) and np.array_equal(counts, expected_counts)
+
+
+def _rgbx(pixels: np.ndarray, pad: int = 0) -> np.ndarray:
+    """The (H, W, 3) RGB view of 4-byte pixels holding `pixels`, as Pillow stores RGB (its fourth byte `pad`)."""
+    padded = np.full((*pixels.shape[:2], 4), pad, dtype=np.uint8)
+    padded[:, :, :3] = pixels
+    return padded[:, :, :3]
+
+
+@pytest.mark.skipif(not fastpath.have_c_extension(), reason="the C extension is not built")
+@pytest.mark.parametrize("size", [(1, 2), (523, 522), (1100, 1000)])
+def test_histogram_and_map_read_4_byte_pixels_in_place(china: np.ndarray, size: tuple[int, int]) -> None:
+    """An RGB view of RGBX rows reaches the C loops without a copy (stride 4) and counts and maps as packed pixels."""
+    height, width = size
+    packed = np.ascontiguousarray(np.resize(china, (height, width, 3)))
+    view = _rgbx(packed, pad=0xA5)  # a pad byte that would change every key if it were read
+    data, stride = fastpath.rgb_bytes(view.reshape(-1, 3))
+    assert stride == 4 and np.shares_memory(data, view)
+    assert fastpath.rgb_bytes(packed.reshape(-1, 3))[1] == 3
+    keys, counts = fastpath.histogram_rgb(view.reshape(-1, 3))
+    expected_keys, expected_counts = fastpath.histogram_rgb(packed.reshape(-1, 3))
+    assert np.array_equal(keys, expected_keys) and np.array_equal(counts, expected_counts)
+    key_labels = np.arange(keys.size) % 251
+    for dtype in (np.uint8, np.uint16):
+        mapped = fastpath.map_rgb(view.reshape(-1, 3), keys, key_labels, np.dtype(dtype))
+        assert np.array_equal(mapped, fastpath.map_rgb(packed.reshape(-1, 3), keys, key_labels, np.dtype(dtype)))
+
+
+def test_quantizing_4_byte_pixels_gives_the_packed_pixels_result(china: np.ndarray) -> None:
+    from kmcodec.quantizer import quantize_pixels
+
+    view = _rgbx(china)
+    for k in (16, 64):
+        palette, labels = quantize_pixels(view, k)
+        expected_palette, expected_labels = quantize_pixels(china, k)
+        assert np.array_equal(palette, expected_palette) and np.array_equal(labels, expected_labels)
+
+
+@pytest.mark.skipif(not fastpath.have_c_extension(), reason="the C extension is not built")
+def test_c_loops_refuse_other_strides_and_short_buffers() -> None:
+    from kmcodec import _fastpath
+
+    pixels = np.zeros(4 * 10, dtype=np.uint8)
+    with pytest.raises(ValueError):
+        _fastpath.histogram(pixels, 10, 5)
+    with pytest.raises(ValueError):
+        _fastpath.histogram(pixels[: 4 * 9 + 2], 10, 4)  # one byte short of the tenth pixel
+    assert _fastpath.histogram(pixels[: 4 * 9 + 3], 10, 4)[1] == np.array([10], dtype=np.int64).tobytes()
+    out = np.zeros(10, dtype=np.uint8)
+    keys, labels = np.zeros(1, dtype=np.uint32), np.zeros(1, dtype=np.uint16)
+    with pytest.raises(ValueError):
+        _fastpath.map_rgb(pixels[: 4 * 9 + 2], 10, keys, 1, labels, out, 1, 1, 4)
+
+
+@pytest.mark.skipif(not fastpath.have_c_extension(), reason="the C extension is not built")
+def test_arrow_pixels_share_pillows_rgb_and_rgba_memory(china: np.ndarray) -> None:
+    from PIL import Image
+
+    rgba = np.dstack([china, (np.arange(china.size // 3) % 256).reshape(china.shape[:2]).astype(np.uint8)])
+    for array in (china, rgba):
+        picture = Image.fromarray(array)
+        shared = fastpath.arrow_pixels(picture)
+        if shared is None:
+            pytest.skip("this Pillow cannot export images through Arrow (Pillow < 11.2)")
+        assert np.array_equal(shared, array) and not shared.flags.writeable
+        assert shared.strides == (4 * array.shape[1], 4, 1)
+        picture.close()
+        del picture
+        assert np.array_equal(shared, array)  # the export holds Pillow's pixels, not the image object
+    assert fastpath.arrow_pixels(Image.fromarray(china[:, :, 0])) is None  # one byte a pixel: not these layouts
+
+
+@pytest.mark.skipif(not fastpath.have_c_extension(), reason="the C extension is not built")
+def test_arrow_pixels_give_none_when_pillow_cannot_share_and_refuse_foreign_capsules(china: np.ndarray) -> None:
+    from PIL import Image
+
+    from kmcodec import _fastpath
+
+    big = Image.new("RGB", (2100, 2100))  # 17.6 MB of RGBX: over Pillow's 16 MB block, so rows in two blocks
+    if Image.core.get_use_block_allocator() == 0 and hasattr(big, "__arrow_c_array__"):
+        assert fastpath.arrow_pixels(big) is None
+    grey = Image.fromarray(china[:, :, 0])
+    if hasattr(grey, "__arrow_c_array__"):
+        with pytest.raises(ValueError, match="4 uint8"):
+            _fastpath.arrow_pixels(*grey.__arrow_c_array__())
+    with pytest.raises(ValueError):  # not capsules at all
+        _fastpath.arrow_pixels(object(), object())

@@ -61,6 +61,18 @@ def test_fully_opaque_rgba_is_stored_as_rgb(crop: Image.Image) -> None:
     assert np.array_equal(pixels, np.asarray(crop))
 
 
+def test_an_opaque_rgba_array_is_read_in_place_as_rgb(china: np.ndarray) -> None:
+    from kmcodec.imageio import load_pixels
+
+    rgba = np.dstack([china, np.full(china.shape[:2], 255, dtype=np.uint8)])
+    pixels = load_pixels(rgba)
+    assert pixels.shape == china.shape and np.shares_memory(pixels, rgba)  # a view of 4-byte pixels, not a copy
+    assert np.array_equal(pixels, china)
+    assert kmcodec.encode(rgba, 16) == kmcodec.encode(china, 16)
+    strided = load_pixels(china[:, ::2])  # any other layout is still packed
+    assert strided.flags.c_contiguous and np.array_equal(strided, china[:, ::2])
+
+
 def test_greyscale_l(crop: Image.Image) -> None:
     grey = crop.convert("L")
     pixels = round_trip(grey)

@@ -34,12 +34,31 @@ def test_a_png_is_loaded_on_the_thread(china_png: Path, china: np.ndarray) -> No
     assert np.array_equal(np.asarray(picture), china)
 
 
-def test_rgb_and_rgba_pngs_come_packed_without_a_copy(china_png: Path, china: np.ndarray, tmp_path: Path) -> None:
-    pixels = PicturePrefetch(china_png, max_pixels=None).pixels()
+def test_rgb_and_rgba_pngs_come_as_views_of_pillows_pixels(china_png: Path, china: np.ndarray, tmp_path: Path) -> None:
+    prefetch = PicturePrefetch(china_png, max_pixels=None)
+    pixels = prefetch.pixels()
     assert pixels is not None and np.array_equal(pixels, china) and not pixels.flags.writeable
+    assert pixels.strides == (4 * china.shape[1], 4, 1)  # Pillow's RGBX rows, not a packed copy
+    prefetch.result().close()
+    assert np.array_equal(pixels, china)  # the view keeps Pillow's pixels alive after the picture is closed
     rgba = np.dstack([china, (np.arange(china.size // 3) % 256).reshape(china.shape[:2]).astype(np.uint8)])
     Image.fromarray(rgba).save(tmp_path / "rgba.png")
     assert np.array_equal(PicturePrefetch(tmp_path / "rgba.png", max_pixels=None).pixels(), rgba)
+
+
+def test_prefetch_leaves_pillows_allocator_as_it_found_it(china_png: Path) -> None:
+    before = Image.core.get_use_block_allocator()
+    assert PicturePrefetch(china_png, max_pixels=None).pixels() is not None
+    assert Image.core.get_use_block_allocator() == before
+
+
+def test_pixels_pillow_cannot_share_are_copied(china_png: Path, china: np.ndarray,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from kmcodec import fastpath
+
+    monkeypatch.setattr(fastpath, "arrow_pixels", lambda picture: None)  # an older Pillow, or rows in several blocks
+    pixels = PicturePrefetch(china_png, max_pixels=None).pixels()
+    assert pixels is not None and pixels.flags.c_contiguous and np.array_equal(pixels, china)
 
 
 def test_pictures_that_need_pillows_conversions_are_not_packed(china: np.ndarray, tmp_path: Path) -> None:
