@@ -19,6 +19,7 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from . import fastpath
 from .errors import InputImageError
 
 ImageSource = Union[str, Path, bytes, BinaryIO, np.ndarray, Image.Image]
@@ -149,19 +150,25 @@ def pil_to_pixels(image: Image.Image, *, name: str = "<input image>") -> np.ndar
     mode = image.mode
     try:
         if mode in ("RGB", "RGBA"):
-            pixels = np.asarray(image)
+            pixels = _rgb_pixels(image)
         elif mode.startswith("I") or mode == "F":
             pixels = _high_depth_to_rgb(image)
         elif mode == "P":
             has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
-            pixels = np.asarray(image.convert("RGBA" if has_alpha else "RGB"))
+            pixels = _rgb_pixels(image.convert("RGBA" if has_alpha else "RGB"))
         elif mode in _ALPHA_MODES:
-            pixels = np.asarray(image.convert("RGBA"))
+            pixels = _rgb_pixels(image.convert("RGBA"))
         else:  # L, 1, CMYK, YCbCr, LAB, HSV, ...
-            pixels = np.asarray(image.convert("RGB"))
+            pixels = _rgb_pixels(image.convert("RGB"))
     except (OSError, ValueError) as exc:
         raise InputImageError(f"{name}: cannot convert mode {mode} to RGB: {exc}") from None
     return _array_pixels(pixels)
+
+
+def _rgb_pixels(image: Image.Image) -> np.ndarray:
+    """An RGB or RGBA image's pixels: a view of Pillow's own memory where it can share it, else a copy."""
+    shared = fastpath.arrow_pixels(image)
+    return np.asarray(image) if shared is None else shared
 
 
 def _high_depth_to_rgb(image: Image.Image) -> np.ndarray:

@@ -73,6 +73,22 @@ def test_an_opaque_rgba_array_is_read_in_place_as_rgb(china: np.ndarray) -> None
     assert strided.flags.c_contiguous and np.array_equal(strided, china[:, ::2])
 
 
+def test_decoded_rgb_is_read_in_pillows_memory_when_pillow_shares_it(china: np.ndarray, tmp_path: Path) -> None:
+    from kmcodec import fastpath
+    from kmcodec.imageio import load_pixels
+
+    path = tmp_path / "china.png"
+    Image.fromarray(china).save(path)
+    paletted = tmp_path / "paletted.png"
+    Image.fromarray(china).quantize(64).save(paletted)
+    for source in (path, paletted):
+        pixels = load_pixels(source)
+        with Image.open(source) as expected:
+            assert np.array_equal(pixels, np.asarray(expected.convert("RGB")))
+        if fastpath.have_c_extension() and hasattr(Image.Image, "__arrow_c_array__"):
+            assert pixels.strides == (4 * china.shape[1], 4, 1)  # Pillow's RGBX rows, not a packed copy
+
+
 def test_greyscale_l(crop: Image.Image) -> None:
     grey = crop.convert("L")
     pixels = round_trip(grey)
