@@ -11,7 +11,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from . import pillow_plugin
-from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import (
     ChecksumError,
     CodingError,
@@ -26,18 +25,21 @@ from .errors import (
     TruncatedError,
     VersionError,
 )
+from .names import DEFAULT_MAX_PIXELS
 
 if TYPE_CHECKING:
     from .api import decode, encode, quantize, read, read_header, write
+    from .container import Header
     from .image import KMQImage
 
 __version__ = "0.1.0"
 
 pillow_plugin.register()
 
-#: Public names that live in modules needing numpy, loaded by __getattr__ on first use.
+#: Public names loaded by __getattr__ on first use: the codec and KMQImage need numpy, Header the
+#: container module (with dataclasses, which the command line need not wait for before decoding its input).
 _LAZY = {"decode": "api", "encode": "api", "quantize": "api", "read": "api", "read_header": "api", "write": "api",
-         "KMQImage": "image"}
+         "KMQImage": "image", "Header": "container"}
 
 
 def __getattr__(name: str) -> Any:

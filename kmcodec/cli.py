@@ -16,12 +16,22 @@ from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
 
 from . import __version__
 from .atomic import OutputExistsError, atomic_output
-from .container import DEFAULT_MAX_PIXELS, Header
 from .errors import KMQError
-from .names import CODING_CHOICES, DEFAULT_CODING, DEFAULT_ENGINE, DEFAULT_MAX_K, DEFAULT_SPEED, ENGINES, SPACES
+from .names import (
+    CODING_CHOICES,
+    DEFAULT_CODING,
+    DEFAULT_ENGINE,
+    DEFAULT_MAX_K,
+    DEFAULT_MAX_PIXELS,
+    DEFAULT_SPEED,
+    ENGINES,
+    SPACES,
+)
 
 if TYPE_CHECKING:  # numpy itself is imported by the commands that need it (see below)
     import numpy as np
+
+    from .container import Header
 
 # The codec (numpy) is imported inside each command, so that parsing arguments stays light and an
 # encode can decode its input picture while numpy loads (prefetch.py).

@@ -10,6 +10,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from .names import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported: the default lives in names.py)
 from .errors import (
     ChecksumError,
     HeaderError,
@@ -26,8 +27,6 @@ HEADER_SIZE = 36
 TRAILER_SIZE = 4
 MAX_K = 65536
 MAX_DIMENSION = 2**32 - 1
-#: Default maximum pixel count a decoder accepts (spec section 8): 2**28, about 1 GiB of RGBA pixels.
-DEFAULT_MAX_PIXELS = 2**28
 #: Bytes read at a time from a stream, so a lying length never allocates more than this up front.
 READ_CHUNK = 1 << 24
 

@@ -23,3 +23,5 @@ DEFAULT_SPACE = "rgb"
 DEFAULT_SPEED = 4
 #: Largest k the auto-k search considers unless told otherwise (8-bit labels, a GIF-sized palette).
 DEFAULT_MAX_K = 256
+#: Default maximum pixel count a decoder accepts (spec section 8): 2**28, about 1 GiB of RGBA pixels.
+DEFAULT_MAX_PIXELS = 2**28

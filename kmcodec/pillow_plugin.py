@@ -12,13 +12,18 @@ from typing import IO
 
 from PIL import Image, ImageFile, ImagePalette
 
-from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, SIGNATURE, parse_header
 from .errors import KMQError
+from .names import DEFAULT_MAX_PIXELS
 
 FORMAT = "KMQ"
 
+# The container module (and the dataclasses it needs, ~7 ms) loads on the first .kmq Pillow meets, not on
+# `import kmcodec`: the command line decodes its input picture sooner.
+
 
 def _accept(prefix: bytes) -> bool:
+    from .container import SIGNATURE
+
     return prefix[: len(SIGNATURE)] == SIGNATURE
 
 
@@ -29,6 +34,8 @@ class KmqImageFile(ImageFile.ImageFile):
     format_description = "k-means quantized palette image"
 
     def _open(self) -> None:
+        from .container import HEADER_SIZE, parse_header
+
         assert self.fp is not None
         start = self.fp.tell()
         try:

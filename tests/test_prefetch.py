@@ -206,10 +206,24 @@ def test_a_broken_jpeg_is_not_prefetched_and_the_cli_still_names_the_problem(tmp
     assert not (tmp_path / "out.kmq").exists()
 
 
-def test_parsing_arguments_and_import_kmcodec_do_not_load_numpy() -> None:
+def test_parsing_arguments_and_import_kmcodec_do_not_load_numpy_or_the_container() -> None:
+    """What loads before the input picture's decode starts delays it: numpy, and the container module with
+    dataclasses (~7 ms), load after."""
     code = ("import sys, kmcodec, kmcodec.cli; parser = kmcodec.cli.build_parser(); "
             "parser.parse_args(['encode', 'a.png', 'b.kmq', '-k', '8']); "
-            "from PIL import Image; assert 'KMQ' in Image.OPEN; print('numpy' in sys.modules)")
+            "from PIL import Image; assert 'KMQ' in Image.OPEN; "
+            "print([m for m in ('numpy', 'dataclasses', 'kmcodec.container') if m in sys.modules])")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "False"
+    assert done.stdout.strip() == "[]"
+
+
+def test_pillow_still_opens_kmq_files_when_the_container_loads_late(tmp_path: Path, china: np.ndarray) -> None:
+    path = tmp_path / "china.kmq"
+    path.write_bytes(kmcodec.encode(china, 16))
+    code = ("import sys, kmcodec; from PIL import Image; "
+            f"picture = Image.open({str(path)!r}); picture.load(); "
+            "print(picture.format, picture.mode, picture.size, kmcodec.Header.__name__, kmcodec.DEFAULT_MAX_PIXELS)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["KMQ", "P", "(640,", "427)", "Header", str(2**28)]
