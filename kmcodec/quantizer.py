@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fastpath
+from .banded import run_in_threads
 from .colorspace import from_features, to_features
 from .errors import KMQError
 from .kmeans import kmeans_plus_plus, lloyd, split_start
@@ -224,13 +225,27 @@ def fast_centroids(
         )
         return centroids
     points, weights = reduce_histogram(features, colours, counts, max(plan.max_points, 2 * k))
-    centroids, error = lloyd(points, weights, split_start(points, weights, k), max_iter=plan.max_iter, tol=plan.tol)
     starts = plan.small_k_starts if k <= 16 else (1 if k <= plan.plus_plus_max_k else 0)
-    for attempt in range(starts):
-        start = kmeans_plus_plus(points, weights, k, seed + attempt)
-        other, other_error = lloyd(points, weights, start, max_iter=plan.max_iter, tol=plan.tol)
-        if other_error < error:
-            centroids, error = other, other_error
+
+    def from_split() -> tuple[np.ndarray, float]:
+        return lloyd(points, weights, split_start(points, weights, k), max_iter=plan.max_iter, tol=plan.tol)
+
+    def from_plus_plus() -> tuple[np.ndarray, float]:
+        """The best k-means++ start after Lloyd (the first of equal errors)."""
+        best = None
+        for attempt in range(starts):
+            start = kmeans_plus_plus(points, weights, k, seed + attempt)
+            other = lloyd(points, weights, start, max_iter=plan.max_iter, tol=plan.tol)
+            if best is None or other[1] < best[1]:
+                best = other
+        return best
+
+    # The starts are independent (their C loops release the GIL), so the k-means++ ones run beside the split
+    # one; the split start keeps ties, as when they ran one after the other.
+    results = run_in_threads([from_split, from_plus_plus] if starts else [from_split], fastpath.threads())
+    centroids, error = results[0]
+    if len(results) > 1 and results[1][1] < error:
+        centroids, error = results[1]
     if points.shape[0] < features.shape[0] and plan.refine:
         # Refine on a finer reduction (every distinct colour when there are not too many of them).
         fine, fine_weights = reduce_histogram(features, colours, counts, REFINE_POINTS_FACTOR * plan.max_points)

@@ -47,9 +47,10 @@ def test_decoded_photo_equals_its_labels_through_the_palette(china: np.ndarray) 
     assert np.array_equal(decoded.to_array(), image.palette[image.labels])
 
 
-@pytest.mark.parametrize("k", [64, 256])
+@pytest.mark.parametrize("k", [16, 64, 256])
 def test_thread_count_does_not_change_the_result(china: np.ndarray, k: int, monkeypatch) -> None:
-    """The C loops split points over threads; any split must give the same palette and labels."""
+    """The C loops split points over threads, and the k-means++ starts run beside the split start (k <= 64)
+    on a second thread; any split must give the same palette and labels as one thread."""
     from kmcodec.quantizer import quantize_pixels
 
     monkeypatch.setattr(fastpath, "MAX_THREADS", 1)
@@ -223,3 +224,15 @@ def test_arrow_pixels_give_none_when_pillow_cannot_share_and_refuse_foreign_caps
             _fastpath.arrow_pixels(*grey.__arrow_c_array__())
     with pytest.raises(ValueError):  # not capsules at all
         _fastpath.arrow_pixels(object(), object())
+
+
+def test_a_failing_k_means_plus_plus_start_fails_the_quantization(china: np.ndarray, monkeypatch) -> None:
+    """The k-means++ starts run on another thread: their error must reach the caller, not be lost there."""
+    from kmcodec import quantizer
+
+    def broken(*args, **kwargs):
+        raise MemoryError("no room for the k-means++ start")
+
+    monkeypatch.setattr(quantizer, "kmeans_plus_plus", broken)
+    with pytest.raises(MemoryError, match="k-means\\+\\+"):
+        quantizer.quantize_pixels(china, 16)
