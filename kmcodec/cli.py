@@ -259,6 +259,10 @@ def _with_name(path: Path, exc: KMQError) -> KMQError:
     return exc if text.startswith(str(path)) else type(exc)(f"{path}: {text}")
 
 
+#: The interpreter's thread switch interval (s) while encode's input is decoded beside the imports.
+PREFETCH_SWITCH_INTERVAL = 0.0002
+
+
 def cmd_encode(args: argparse.Namespace) -> int:
     """kmcodec encode IN OUT -k K (or --quality / --max-bytes), or the batch form with -d OUTDIR."""
     if args.out_dir is not None:
@@ -271,12 +275,20 @@ def cmd_encode(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     from .prefetch import PicturePrefetch
 
-    prefetch = PicturePrefetch(args.input, args.max_pixels)  # decodes while the codec's imports run
-    from .autok import quantize_and_encode
-    from .codings import CODINGS
-    from .imageio import load_pixels
+    # While the imports run, the prefetch thread needs the GIL back between Pillow's decode calls (one per
+    # 64 KB of PNG data); a 0.2 ms switch interval instead of 5 ms hands it over sooner (2-4 % of a 4 MP
+    # encode, interleaved runs). This process's own setting, restored once the picture is in.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(PREFETCH_SWITCH_INTERVAL)
+    try:
+        prefetch = PicturePrefetch(args.input, args.max_pixels)  # decodes while the codec's imports run
+        from .autok import quantize_and_encode
+        from .codings import CODINGS
+        from .imageio import load_pixels
 
-    picture = prefetch.result()
+        picture = prefetch.result()
+    finally:
+        sys.setswitchinterval(switch_interval)
     packed = prefetch.pixels()
     source = packed if packed is not None else args.input if picture is None else picture
     try:

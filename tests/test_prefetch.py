@@ -227,3 +227,26 @@ def test_pillow_still_opens_kmq_files_when_the_container_loads_late(tmp_path: Pa
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["KMQ", "P", "(640,", "427)", "Header", str(2**28)]
+
+
+def test_encode_restores_the_thread_switch_interval(china_png: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import kmcodec.cli as cli
+    from kmcodec import prefetch
+
+    before = sys.getswitchinterval()
+    seen = []
+    original = prefetch.PicturePrefetch.result
+
+    def result(self):
+        seen.append(sys.getswitchinterval())
+        return original(self)
+
+    monkeypatch.setattr(prefetch.PicturePrefetch, "result", result)
+    assert cli_main(["encode", str(china_png), str(tmp_path / "out.kmq"), "-k", "8", "-q"]) == 0
+    assert seen[0] == pytest.approx(cli.PREFETCH_SWITCH_INTERVAL)  # while the picture decodes beside the imports
+    assert sys.getswitchinterval() == before
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(china_png.read_bytes()[:2000])
+    assert cli_main(["encode", str(broken), str(tmp_path / "broken.kmq"), "-k", "8", "-q"]) == 1
+    assert sys.getswitchinterval() == before
