@@ -8,14 +8,13 @@ the band table and the threads; it does not know how one band is coded.
 
 from __future__ import annotations
 
-import os
 import struct
-import threading
-from typing import Callable, Sequence, TypeVar
+from typing import Callable
 
 import numpy as np
 
 from .errors import CodingError
+from .parallel import available_cores, run_in_threads
 
 #: The most bands a payload may have (spec 5.3): every band costs the decoder a fresh model.
 MAX_BANDS = 64
@@ -24,8 +23,6 @@ MAX_BANDS = 64
 PIXELS_PER_BAND = 1 << 21
 
 _COUNT = struct.Struct(">H")
-
-T = TypeVar("T")
 
 
 def band_count_for(width: int, height: int) -> int:
@@ -37,51 +34,6 @@ def band_rows(height: int, bands: int) -> list[tuple[int, int]]:
     """The rows [start, stop) of each band: band i starts at floor(i * height / bands)."""
     edges = [i * height // bands for i in range(bands + 1)]
     return list(zip(edges[:-1], edges[1:]))
-
-
-def available_cores() -> int:
-    """How many cores this process may run on (the threads a band decode uses at most)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
-def run_in_threads(tasks: Sequence[Callable[[], T]], workers: int) -> list[T]:
-    """Run the tasks on up to `workers` threads; return their results in order, or raise the first task's error.
-
-    Each thread takes the next task not yet started, so a band that codes slowly does not leave the
-    other threads idle while tasks wait in its queue.
-    """
-    results: list = [None] * len(tasks)
-    errors: list[BaseException | None] = [None] * len(tasks)
-    lock = threading.Lock()
-    started = 0
-
-    def claim() -> int:
-        nonlocal started
-        with lock:
-            index, started = started, started + 1
-        return index
-
-    def work() -> None:
-        while (index := claim()) < len(tasks):
-            try:
-                results[index] = tasks[index]()
-            except BaseException as exc:  # re-raised below, in task order, on the calling thread
-                errors[index] = exc
-
-    workers = max(1, min(workers, len(tasks)))
-    threads = [threading.Thread(target=work, daemon=True) for _ in range(1, workers)]
-    for thread in threads:
-        thread.start()
-    work()
-    for thread in threads:
-        thread.join()
-    for error in errors:
-        if error is not None:
-            raise error
-    return results
 
 
 def encode_bands(labels: np.ndarray, width: int, height: int, code_band: Callable[[np.ndarray, int], bytes],

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from . import banded, xzblocks
+from . import banded, parallel, xzblocks
 from .bitpack import label_dtype, pack_labels, packed_size, unpack_labels
 from .container import Header
 from .errors import CodingError, HeaderError, LabelError
@@ -339,7 +339,7 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
 
 def _at_once(jobs: list[Callable[[], object]]) -> list:
     """Run independent jobs (coders that release the GIL) on all cores; their results in order."""
-    return banded.run_in_threads(jobs, banded.available_cores())
+    return parallel.run_in_threads(jobs, parallel.available_cores())
 
 
 def coding_for_name(name: str) -> Coding:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fastpath
-from .banded import run_in_threads
+from .parallel import run_in_threads
 from .colorspace import from_features, to_features
 from .errors import KMQError
 from .kmeans import kmeans_plus_plus, lloyd, split_start

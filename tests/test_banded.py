@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from kmcodec import api, banded, codings
+from kmcodec import api, banded, codings, parallel
 from kmcodec.bitpack import label_bits, label_dtype
 from kmcodec.container import Header, build_file
 from kmcodec.errors import CodingError, KMQError
@@ -104,7 +104,7 @@ def test_threads_take_the_next_task_not_yet_started() -> None:
             return index * 10
         return run
 
-    assert banded.run_in_threads([task(i) for i in range(5)], 2) == [0, 10, 20, 30, 40]
+    assert parallel.run_in_threads([task(i) for i in range(5)], 2) == [0, 10, 20, 30, 40]
     assert sorted(runs) == [0, 1, 2, 3, 4]
 
 
@@ -120,7 +120,7 @@ def test_a_failing_task_is_raised_after_the_others_ran() -> None:
         return run
 
     with pytest.raises(ValueError, match="task 1 failed"):
-        banded.run_in_threads([task(i) for i in range(4)], 2)
+        parallel.run_in_threads([task(i) for i in range(4)], 2)
     assert sorted(ran) == [0, 1, 2, 3]
 
 
