@@ -146,7 +146,11 @@ class PicturePrefetch:
 
 @contextlib.contextmanager
 def _one_block(image_module):
-    """Let Pillow allocate the images made meanwhile in one block of memory, which it can share (Arrow)."""
+    """Let Pillow allocate the images made meanwhile in one block of memory, which it can share (Arrow).
+
+    Pillow's setting is process-wide. Only the command line prefetches, and its main thread makes no
+    Pillow image while the prefetch thread decodes (it imports the codec), so no other image is affected.
+    """
     core = image_module.core
     if not hasattr(core, "set_use_block_allocator"):  # Pillow < 11.2: no Arrow export either
         yield
