@@ -59,7 +59,13 @@ class KmqImageFile(ImageFile.ImageFile):
             self.palette = ImagePalette.raw("RGB", rgb)
         else:
             self._mode = "RGBA" if header.channels == 4 else "RGB"
-        self.tile = [ImageFile._Tile("kmq", (0, 0, *self._size), start, None)]
+        self.tile = [_tile("kmq", (0, 0, *self._size), start)]
+
+
+def _tile(codec: str, box: tuple[int, int, int, int], offset: int):
+    """One tile: Pillow >= 11 describes tiles with ImageFile._Tile, Pillow 10 (pyproject allows >= 10.1) with tuples."""
+    make = getattr(ImageFile, "_Tile", None)
+    return make(codec, box, offset, None) if make is not None else (codec, box, offset, None)
 
 
 class KmqDecoder(ImageFile.PyDecoder):

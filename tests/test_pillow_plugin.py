@@ -124,3 +124,17 @@ def test_every_conformance_vector_through_pillow(name: str) -> None:
         return
     with image, pytest.raises(OSError, match="broken KMQ file"):
         image.load()
+
+
+def test_open_works_on_a_pillow_without_tile_named_tuples(monkeypatch: pytest.MonkeyPatch, china: np.ndarray) -> None:
+    """Pillow 10 (pyproject allows >= 10.1) has no ImageFile._Tile: tiles are plain tuples there."""
+    from PIL import ImageFile
+
+    data = kmcodec.encode(china, 16)
+    with Image.open(io.BytesIO(data)) as expected:
+        expected.load()
+    monkeypatch.delattr(ImageFile, "_Tile")
+    with Image.open(io.BytesIO(data)) as picture:
+        assert picture.tile == [("kmq", (0, 0, 640, 427), 0, None)]
+        picture.load()
+        assert picture.mode == "P" and np.array_equal(np.asarray(picture), np.asarray(expected))
