@@ -133,7 +133,7 @@ def test_open_works_on_a_pillow_without_tile_named_tuples(monkeypatch: pytest.Mo
     data = kmcodec.encode(china, 16)
     with Image.open(io.BytesIO(data)) as expected:
         expected.load()
-    monkeypatch.delattr(ImageFile, "_Tile")
+    monkeypatch.delattr(ImageFile, "_Tile", raising=False)  # Pillow 10 never had it
     with Image.open(io.BytesIO(data)) as picture:
         assert picture.tile == [("kmq", (0, 0, 640, 427), 0, None)]
         picture.load()
