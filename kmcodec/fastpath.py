@@ -10,8 +10,12 @@ or in place with `python setup.py build_ext --inplace`.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 try:
     from . import _fastpath as _c
@@ -209,7 +213,7 @@ def map_rgb(flat: np.ndarray, keys: np.ndarray, key_labels: np.ndarray, dtype: n
     return out
 
 
-def arrow_pixels(picture) -> np.ndarray | None:
+def arrow_pixels(picture: Image.Image) -> np.ndarray | None:
     """A Pillow RGB or RGBA image's pixels as a read-only (H, W, 3|4) view of Pillow's own memory, or None.
 
     Pillow stores such pixels in 4 bytes (RGBX, RGBA) and exports them through the Arrow C data

@@ -62,7 +62,7 @@ class KmqImageFile(ImageFile.ImageFile):
         self.tile = [_tile("kmq", (0, 0, *self._size), start)]
 
 
-def _tile(codec: str, box: tuple[int, int, int, int], offset: int):
+def _tile(codec: str, box: tuple[int, int, int, int], offset: int) -> tuple:
     """One tile: Pillow >= 11 describes tiles with ImageFile._Tile, Pillow 10 (pyproject allows >= 10.1) with tuples."""
     make = getattr(ImageFile, "_Tile", None)
     return make(codec, box, offset, None) if make is not None else (codec, box, offset, None)
