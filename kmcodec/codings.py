@@ -325,9 +325,9 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
             payloads, first_probe = [job() for job in jobs], probe()
         candidates += zip(contexts, payloads)
         context = len(min(payloads, key=len))
-        if first_probe >= FIRST_PROBE_GATE * context:
-            later = []
-        elif not small and deflate_probe(labels, header, PROBE_LEVEL, sample) >= DEFLATE_WORTH_TRYING * context:
+        if first_probe >= FIRST_PROBE_GATE * context or (
+            not small and deflate_probe(labels, header, PROBE_LEVEL, sample) >= DEFLATE_WORTH_TRYING * context
+        ):
             later = []
     candidates += zip(later, _at_once([lambda c=c: c.encode(labels, header) for c in later]))
     sizes = {RAW.id: packed_size(header.pixel_count, header.label_bits)}

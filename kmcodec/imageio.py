@@ -150,23 +150,24 @@ def pil_to_pixels(image: Image.Image, *, name: str = "<input image>") -> np.ndar
     mode = image.mode
     try:
         if mode in ("RGB", "RGBA"):
-            pixels = _rgb_pixels(image)
+            pixels = rgb_pixels(image)
         elif mode.startswith("I") or mode == "F":
             pixels = _high_depth_to_rgb(image)
         elif mode == "P":
             has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
-            pixels = _rgb_pixels(image.convert("RGBA" if has_alpha else "RGB"))
+            pixels = rgb_pixels(image.convert("RGBA" if has_alpha else "RGB"))
         elif mode in _ALPHA_MODES:
-            pixels = _rgb_pixels(image.convert("RGBA"))
+            pixels = rgb_pixels(image.convert("RGBA"))
         else:  # L, 1, CMYK, YCbCr, LAB, HSV, ...
-            pixels = _rgb_pixels(image.convert("RGB"))
+            pixels = rgb_pixels(image.convert("RGB"))
     except (OSError, ValueError) as exc:
         raise InputImageError(f"{name}: cannot convert mode {mode} to RGB: {exc}") from None
     return _array_pixels(pixels)
 
 
-def _rgb_pixels(image: Image.Image) -> np.ndarray:
-    """An RGB or RGBA image's pixels: a view of Pillow's own memory where it can share it, else a copy."""
+def rgb_pixels(image: Image.Image) -> np.ndarray:
+    """An RGB or RGBA image's pixels, read-only: a view of Pillow's own memory where it can share it
+    (fastpath.arrow_pixels), else a copy."""
     shared = fastpath.arrow_pixels(image)
     return np.asarray(image) if shared is None else shared
 

@@ -125,23 +125,17 @@ class PicturePrefetch:
     def pixels(self):
         """The prefetched RGB(A) picture as a read-only (height, width, 3|4) uint8 array, or None.
 
-        The array is a view of Pillow's pixels where Pillow can share them (fastpath.arrow_pixels), else
-        a copy. None when the picture was not prefetched or needs Pillow's conversions (other modes, an
-        EXIF turn); the caller then passes result() or the path to imageio. numpy is imported here,
-        after the codec has loaded it.
+        The array is a view of Pillow's pixels where Pillow can share them, else a copy (imageio.rgb_pixels).
+        None when the picture was not prefetched or needs Pillow's conversions (other modes, an EXIF
+        turn); the caller then passes result() or the path to imageio. numpy and imageio are imported
+        here, after the codec has loaded them.
         """
         picture = self.result()
         if picture is None or not self._as_stored:
             return None
-        import numpy as np
+        from .imageio import rgb_pixels
 
-        from .fastpath import arrow_pixels
-
-        shared = arrow_pixels(picture)
-        if shared is not None:
-            return shared
-        packed = picture.tobytes()
-        return np.frombuffer(packed, dtype=np.uint8).reshape(picture.height, picture.width, len(picture.mode))
+        return rgb_pixels(picture)
 
 
 @contextlib.contextmanager

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import fastpath
-from .parallel import run_in_threads
 from .colorspace import from_features, to_features
 from .errors import KMQError
 from .kmeans import kmeans_plus_plus, lloyd, split_start
 from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, SPACES
 from .nearest import nearest_centroid
 from .palette_order import tree_order
+from .parallel import run_in_threads
 
 SPEEDS = range(1, 11)
 #: Pixels whose keys are computed at once; bounds the per-pixel temporaries (8 bytes each).

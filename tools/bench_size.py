@@ -70,8 +70,8 @@ def interleaved_medians(functions: dict, runs: int) -> dict[str, float]:
 
 
 #: The sources whose change changes a quantization: a cached one made by other sources is made again.
-QUANTIZER_SOURCES = ("quantizer.py", "kmeans.py", "palette_order.py", "nearest.py", "colorspace.py", "fastpath.py",
-                     "_fastpath.c")
+QUANTIZER_SOURCES = ("quantizer.py", "kmeans.py", "pcg64.py", "palette_order.py", "nearest.py", "colorspace.py",
+                     "fastpath.py", "_fastpath.c")
 
 
 def quantizer_fingerprint() -> str:
