@@ -1120,6 +1120,113 @@ static PyObject *py_dither(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+/* ---- rate-distortion label choice (kmcodec/smoothing.py) ---- */
+
+/* The squared error of a pixel against a palette entry, summed over c channels. */
+static inline uint32_t entry_error(const uint8_t *pixel, const uint8_t *entry, int c) {
+    uint32_t sum = 0;
+    for (int a = 0; a < c; a++) {
+        int32_t d = (int32_t)pixel[a] - (int32_t)entry[a];
+        sum += (uint32_t)(d * d);
+    }
+    return sum;
+}
+
+/* Whether pixel `pixel` (own label `own`, error `error`) takes the label `other` of a neighbour: when that adds
+   at most tau and, if cap >= 0, keeps *added within cap; it then adds the error difference to *added. */
+static inline int takes(const uint8_t *pixel, const uint8_t *pal, int c, uint32_t own, uint32_t error,
+                        uint32_t other, int64_t tau, int64_t cap, int64_t *added) {
+    if (other == own) return 1; /* it has this neighbour's label already */
+    int64_t more = (int64_t)entry_error(pixel, pal + (size_t)other * c, c) - (int64_t)error;
+    if (more > tau || (cap >= 0 && *added + more > cap)) return 0;
+    *added += more;
+    return 1;
+}
+
+/* One raster pass of smoothing over labels of type T, with C channels (0: c of them); -1 if a label is >= k. */
+#define DEFINE_SMOOTH(NAME, T, C)                                                                          \
+static int NAME(const uint8_t *src, Py_ssize_t h, Py_ssize_t w, int c_arg, const uint8_t *pal, uint32_t k,\
+                const T *in, T *out, int64_t tau, int64_t cap, int64_t *base, int64_t *added) {            \
+    const int c = C ? C : c_arg;                                                                           \
+    int64_t base_sum = 0, added_sum = 0;                                                                   \
+    for (Py_ssize_t y = 0; y < h; y++) {                                                                   \
+        const T *own_row = in + (size_t)y * (size_t)w;                                                     \
+        T *row = out + (size_t)y * (size_t)w;                                                              \
+        const T *up = y ? row - w : NULL;                                                                  \
+        const uint8_t *pixel = src + (size_t)y * (size_t)w * (size_t)c;                                    \
+        for (Py_ssize_t x = 0; x < w; x++, pixel += c) {                                                   \
+            uint32_t own = own_row[x];                                                                     \
+            if (own >= k) return -1;                                                                       \
+            uint32_t error = entry_error(pixel, pal + (size_t)own * c, c);                                 \
+            base_sum += error;                                                                             \
+            uint32_t chosen = own;                                                                         \
+            /* the left neighbour's new label first, then the upper one's */                              \
+            if (x && takes(pixel, pal, c, own, error, row[x - 1], tau, cap, &added_sum))                   \
+                chosen = row[x - 1];                                                                       \
+            else if (up && takes(pixel, pal, c, own, error, up[x], tau, cap, &added_sum))                  \
+                chosen = up[x];                                                                            \
+            row[x] = (T)chosen;                                                                            \
+        }                                                                                                  \
+    }                                                                                                      \
+    *base = base_sum;                                                                                      \
+    *added = added_sum;                                                                                    \
+    return 0;                                                                                              \
+}
+
+DEFINE_SMOOTH(smooth_u8_rgb, uint8_t, 3)
+DEFINE_SMOOTH(smooth_u8, uint8_t, 0)
+DEFINE_SMOOTH(smooth_u16, uint16_t, 0)
+
+/* smooth(pixels u8[h*w*c], h, w, c, palette u8[k*c], k, labels[h*w], out[h*w], itemsize, tau, cap=-1)
+ *   -> (base, added)
+ * In raster order each pixel takes its left neighbour's new label, else its upper neighbour's, when that adds at
+ * most tau to its squared error (summed over channels) against its own label in `labels`, and (if cap >= 0) the
+ * total added so far stays within cap; otherwise it keeps its own. labels and out hold itemsize-byte labels (1 or
+ * 2). base is the total error of `labels`, added what the choices add to it. */
+static PyObject *py_smooth(PyObject *self, PyObject *args) {
+    PyObject *pix_obj, *pal_obj, *in_obj, *out_obj;
+    Py_ssize_t h, w;
+    int c, k, itemsize;
+    long long tau, cap = -1;
+    if (!PyArg_ParseTuple(args, "OnniOiOOiL|L", &pix_obj, &h, &w, &c, &pal_obj, &k, &in_obj, &out_obj, &itemsize,
+                          &tau, &cap))
+        return NULL;
+    if (h < 1 || w < 1 || c < 1 || c > 4 || k < 1 || k > 65536 || (itemsize != 1 && itemsize != 2) || tau < 0 ||
+        h > PY_SSIZE_T_MAX / 4 / w)
+        return PyErr_Format(PyExc_ValueError, "bad sizes");
+    Py_buffer pix, pal, in, out;
+    if (get_buffer(pix_obj, &pix, 0, h * w * c, "pixels") < 0) return NULL;
+    if (get_buffer(pal_obj, &pal, 0, (Py_ssize_t)k * c, "palette") < 0) goto fail1;
+    if (get_buffer(in_obj, &in, 0, h * w * itemsize, "labels") < 0) goto fail2;
+    if (get_buffer(out_obj, &out, 1, h * w * itemsize, "out") < 0) goto fail3;
+    int64_t base = 0, added = 0;
+    int bad;
+    Py_BEGIN_ALLOW_THREADS
+    if (itemsize == 1 && c == 3)
+        bad = smooth_u8_rgb((const uint8_t *)pix.buf, h, w, c, (const uint8_t *)pal.buf, (uint32_t)k,
+                            (const uint8_t *)in.buf, (uint8_t *)out.buf, (int64_t)tau, (int64_t)cap, &base, &added);
+    else if (itemsize == 1)
+        bad = smooth_u8((const uint8_t *)pix.buf, h, w, c, (const uint8_t *)pal.buf, (uint32_t)k,
+                        (const uint8_t *)in.buf, (uint8_t *)out.buf, (int64_t)tau, (int64_t)cap, &base, &added);
+    else
+        bad = smooth_u16((const uint8_t *)pix.buf, h, w, c, (const uint8_t *)pal.buf, (uint32_t)k,
+                         (const uint16_t *)in.buf, (uint16_t *)out.buf, (int64_t)tau, (int64_t)cap, &base, &added);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&in);
+    PyBuffer_Release(&pal);
+    PyBuffer_Release(&pix);
+    if (bad) return PyErr_Format(PyExc_ValueError, "a label is not below k = %d", k);
+    return Py_BuildValue("LL", (long long)base, (long long)added);
+fail3:
+    PyBuffer_Release(&in);
+fail2:
+    PyBuffer_Release(&pal);
+fail1:
+    PyBuffer_Release(&pix);
+    return NULL;
+}
+
 /* ---- colour histogram of RGB pixels over 24-bit keys ---- */
 
 /* Sort 24-bit keys ascending: least significant digit first, 8 bits per pass, through `spare` (m entries). */
@@ -1569,6 +1676,7 @@ static PyMethodDef methods[] = {
     {"split_start", py_split_start, METH_VARARGS, "k starting centroids by splitting the cluster of largest error."},
     {"kmeans_pp", py_kmeans_pp, METH_VARARGS, "Greedy weighted k-means++ centres (indices) after a first one."},
     {"dither", py_dither, METH_VARARGS, "Serpentine Floyd-Steinberg error diffusion onto a palette."},
+    {"smooth", py_smooth, METH_VARARGS, "Labels that take a neighbour's label where that adds little error."},
     {"histogram", py_histogram, METH_VARARGS, "Distinct 24-bit colours (ascending) and their pixel counts."},
     {"map_rgb", py_map_rgb, METH_VARARGS, "Label of every RGB pixel through a 24-bit lookup table."},
     {"pack", py_pack, METH_VARARGS, "Pack labels MSB-first in b bits each."},

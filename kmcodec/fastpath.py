@@ -180,6 +180,50 @@ def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: b
     return out
 
 
+def smooth(pixels: np.ndarray, palette: np.ndarray, labels: np.ndarray, tau: int, cap: int | None = None, *,
+           use_c: bool | None = None) -> tuple[np.ndarray, int, int]:
+    """One pass of rate-distortion label choice (see smoothing.py): (new labels, error of labels, error added).
+
+    In raster order each pixel takes its left neighbour's new label, else its upper neighbour's, when that adds at
+    most tau to its squared error (summed over channels) against its own label and, given a cap, keeps the total
+    added error within it; otherwise it keeps its own.
+    pixels (H, W, C) uint8, palette (k, C) uint8, labels (H, W) uint8 or uint16, every label < k.
+    """
+    height, width, channels = pixels.shape
+    src = np.ascontiguousarray(pixels, dtype=np.uint8)
+    pal = np.ascontiguousarray(palette, dtype=np.uint8)
+    own = np.ascontiguousarray(labels)
+    out = np.empty_like(own)
+    if (_c is not None) if use_c is None else use_c:
+        base, added = _c.smooth(src, height, width, channels, pal, pal.shape[0], own, out, own.itemsize, int(tau),
+                                -1 if cap is None else int(cap))
+        return out, base, added
+    # Python fallback: one pixel at a time (slow; only used when the extension is not built).
+    if own.size and int(own.max()) >= pal.shape[0]:
+        raise ValueError(f"a label is not below k = {pal.shape[0]}")
+    entries = pal.astype(np.int64)
+    errors = ((src.astype(np.int64)[:, :, None, :] - entries[None, None, :, :]) ** 2).sum(axis=3) \
+        if height * width * pal.shape[0] <= BLOCK_ELEMENTS else None
+    base = added = 0
+    for y in range(height):
+        for x in range(width):
+            label = int(own[y, x])
+            row = errors[y, x] if errors is not None else ((src[y, x].astype(np.int64) - entries) ** 2).sum(axis=1)
+            error = int(row[label])
+            base += error
+            chosen = label
+            for other in ([int(out[y, x - 1])] if x else []) + ([int(out[y - 1, x])] if y else []):
+                if other == label:
+                    break
+                more = int(row[other]) - error
+                if more <= tau and (cap is None or added + more <= cap):
+                    chosen = other
+                    added += more
+                    break
+            out[y, x] = chosen
+    return out, base, added
+
+
 def rgb_bytes(flat: np.ndarray) -> tuple[np.ndarray, int]:
     """(bytes, stride) of (n, 3) uint8 pixels for the C loops: pixel i is the 3 bytes at stride * i.
 

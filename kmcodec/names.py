@@ -21,6 +21,8 @@ DEFAULT_ENGINE = "fast"
 SPACES = ("rgb", "oklab")
 DEFAULT_SPACE = "rgb"
 DEFAULT_SPEED = 4
+#: The largest --rdo budget, in dB of PSNR (beyond it a smaller k serves better).
+MAX_RDO_DB = 10.0
 #: Largest k the auto-k search considers unless told otherwise (8-bit labels, a GIF-sized palette).
 DEFAULT_MAX_K = 256
 #: Default maximum pixel count a decoder accepts (spec section 8): 2**28, about 1 GiB of RGBA pixels.
