@@ -38,17 +38,21 @@ def quantize(
     space: str = DEFAULT_SPACE,
     speed: int = DEFAULT_SPEED,
     dither: float = 0.0,
+    rdo: float = 0.0,
     max_pixels: int | None = None,
 ) -> KMQImage:
     """Quantize an image (path, bytes, file, Pillow image or array) to at most k colours.
 
     engine 'fast' or 'sklearn'; space 'rgb' or 'oklab' (cluster perceptually);
-    speed 1 (best) to 10 (fastest); dither 0 (off) to 1 (full Floyd–Steinberg).
+    speed 1 (best) to 10 (fastest); dither 0 (off) to 1 (full Floyd–Steinberg);
+    rdo 0 (off) to 10: dB of PSNR the labels may give up for a smaller file (not with dither).
     max_pixels bounds the input image's pixel count before it is decoded (default:
     Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS).
     """
     pixels = load_pixels(image, max_pixels=max_pixels)
-    palette, labels = quantize_pixels(pixels, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither)
+    palette, labels = quantize_pixels(
+        pixels, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo
+    )
     return KMQImage(palette, labels)
 
 
@@ -62,6 +66,7 @@ def encode(
     space: str = DEFAULT_SPACE,
     speed: int = DEFAULT_SPEED,
     dither: float = 0.0,
+    rdo: float = 0.0,
     max_pixels: int | None = None,
 ) -> bytes:
     """Return the .kmq bytes of a KMQImage, or of any image quantized to k colours first (see quantize)."""
@@ -69,7 +74,8 @@ def encode(
         if k is None:
             raise TypeError("encode() needs k to quantize an image that is not already a KMQImage")
         image = quantize(
-            image, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, max_pixels=max_pixels
+            image, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
+            max_pixels=max_pixels,
         )
     header = Header(width=image.width, height=image.height, channels=image.channels, k=image.k, coding=0, payload_length=0)
     chosen, payload = encode_labels(image.labels.reshape(-1), header, coding)
@@ -145,6 +151,7 @@ def write(
     space: str = DEFAULT_SPACE,
     speed: int = DEFAULT_SPEED,
     dither: float = 0.0,
+    rdo: float = 0.0,
     overwrite: bool = False,
     max_pixels: int | None = None,
 ) -> int:
@@ -153,7 +160,7 @@ def write(
     A path is never left half-written, and an existing file is replaced only when overwrite=True.
     """
     data = encode(
-        image, k, coding=coding, seed=seed, engine=engine, space=space, speed=speed, dither=dither,
+        image, k, coding=coding, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
         max_pixels=max_pixels,
     )
     if isinstance(destination, (str, os.PathLike)):

@@ -97,8 +97,8 @@ class _Prober:
         self.seed = seed
         self.engine = engine
         self.quantize_options = dict(quantize_options or {})
-        # dithering gives pixels of one colour different labels: then measure every pixel
-        self.per_pixel = bool(self.quantize_options.get("dither"))
+        # dithering and rdo give pixels of one colour different labels: then measure every pixel
+        self.per_pixel = bool(self.quantize_options.get("dither")) or bool(self.quantize_options.get("rdo"))
         colours, counts, self.pixel_of_colour = colour_index(pixels)
         self.colours = colours.astype(np.float64)
         self.counts = counts.astype(np.float64)

@@ -25,6 +25,7 @@ from .names import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_SPEED,
     ENGINES,
+    MAX_RDO_DB,
     SPACES,
 )
 
@@ -66,6 +67,7 @@ _seed_value = _ranged(int, "seed", 0, 2**32 - 1, "an integer 0 to 4294967295")
 _psnr_value = _ranged(float, "PSNR", 1e-9, 199.999, "a number of dB between 0 and 200")
 _speed_value = _ranged(int, "speed", 1, 10, "an integer 1 (best) to 10 (fastest)")
 _strength = _ranged(float, "dither strength", 0.0, 1.0, "a number 0 to 1")
+_rdo_budget = _ranged(float, "rdo", 0.0, MAX_RDO_DB, f"a number of dB, 0 to {MAX_RDO_DB:g}")
 
 
 def _add_batch_options(command: argparse.ArgumentParser, what: str) -> None:
@@ -130,6 +132,11 @@ def build_parser() -> argparse.ArgumentParser:
     enc.add_argument(
         "--dither", type=_strength, nargs="?", const=1.0, default=0.0, metavar="STRENGTH",
         help="Floyd-Steinberg dithering, strength 0-1 (1 if given alone or before a path; default off)",
+    )
+    enc.add_argument(
+        "--rdo", type=_rdo_budget, default=0.0, metavar="DB",
+        help="smaller file, same k: let pixels take a neighbour's colour where that costs little, "
+        "giving up at most DB dB of PSNR (default 0: every pixel its nearest colour; not with --dither)",
     )
     enc.add_argument(
         "--speed", type=_speed_value, default=DEFAULT_SPEED, help=f"1 (best) to 10 (fastest), default {DEFAULT_SPEED}"
@@ -393,11 +400,11 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
 
 
 #: encode options that go to the quantizer as they are, when the parser has them
-QUANTIZER_OPTIONS = ("space", "speed", "dither")
+QUANTIZER_OPTIONS = ("space", "speed", "dither", "rdo")
 
 
 def _quantize_options(args: argparse.Namespace) -> dict[str, object]:
-    """The quantizer's own options (colour space, speed, dithering) given on the command line, if any."""
+    """The quantizer's own options (colour space, speed, dithering, rdo) given on the command line, if any."""
     return {name: getattr(args, name) for name in QUANTIZER_OPTIONS if hasattr(args, name)}
 
 
