@@ -5,8 +5,9 @@ bit and a label of its own in several. A pixel almost as close to its left (or u
 neighbour's palette entry as to its own can take that entry for next to no error, and
 such pixels lengthen runs. A pass in raster order lets every pixel do so when it adds at
 most `tau` to its squared error; `smooth_within` finds the largest `tau` whose total
-added error keeps the PSNR within the budget. Runs on the labels after quantization, so
-the palette is unchanged; the encoder alone chooses, and the decoder needs nothing new.
+added error keeps the PSNR within the budget. It runs on the labels after quantization
+and leaves the palette alone (the quantizer then drops entries no pixel uses); the
+encoder alone chooses, and the decoder needs nothing new.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from . import fastpath
 from .names import MAX_RDO_DB  # noqa: F401  (re-exported: the command line checks the budget without numpy)
+
 #: The search stops once tau is known within this fraction (tau itself is an integer); the capped last pass
 #: spends what is left of the budget.
 TAU_PRECISION = 1 / 8
