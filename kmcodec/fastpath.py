@@ -180,13 +180,20 @@ def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: b
     return out
 
 
+#: What a move of --rdo saves the context coder, as the weight of the allowance in tenths (rows: the pixel's own
+#: label equals N; equals NW or NE; equals no neighbour; columns: the neighbour taken, W, N, NW, NE). The C
+#: pass has the same table (MOVE_WEIGHT in _fastpath.c); the tests hold the two passes to the same labels.
+MOVE_WEIGHT = ((3, 10, 4, 4), (10, 6, 4, 4), (30, 25, 15, 15))
+MOVE_WEIGHT_UNIT = 10
+
+
 def smooth(pixels: np.ndarray, palette: np.ndarray, labels: np.ndarray, tau: int, cap: int | None = None, *,
            use_c: bool | None = None) -> tuple[np.ndarray, int, int]:
     """One pass of rate-distortion label choice (see smoothing.py): (new labels, error of labels, error added).
 
-    In raster order each pixel takes its left neighbour's new label, else its upper neighbour's, when that adds at
-    most tau to its squared error (summed over channels) against its own label and, given a cap, keeps the total
-    added error within it; otherwise it keeps its own.
+    In raster order each pixel tries its neighbours' new labels, W, N, NW, NE, up to the first that equals its
+    own, and takes the first that adds at most tau * MOVE_WEIGHT / 10 to its squared error (summed over
+    channels) and, given a cap, keeps the total added error within it; otherwise it keeps its own.
     pixels (H, W, C) uint8, palette (k, C) uint8, labels (H, W) uint8 or uint16, every label < k.
     """
     height, width, channels = pixels.shape
@@ -202,25 +209,32 @@ def smooth(pixels: np.ndarray, palette: np.ndarray, labels: np.ndarray, tau: int
     if own.size and int(own.max()) >= pal.shape[0]:
         raise ValueError(f"a label is not below k = {pal.shape[0]}")
     entries = pal.astype(np.int64)
-    errors = ((src.astype(np.int64)[:, :, None, :] - entries[None, None, :, :]) ** 2).sum(axis=3) \
-        if height * width * pal.shape[0] <= BLOCK_ELEMENTS else None
     base = added = 0
     for y in range(height):
         for x in range(width):
             label = int(own[y, x])
-            row = errors[y, x] if errors is not None else ((src[y, x].astype(np.int64) - entries) ** 2).sum(axis=1)
-            error = int(row[label])
+            errors = ((src[y, x].astype(np.int64) - entries) ** 2).sum(axis=1)
+            error = int(errors[label])
             base += error
-            chosen = label
-            for other in ([int(out[y, x - 1])] if x else []) + ([int(out[y - 1, x])] if y else []):
+            out[y, x] = label
+            near = [int(out[y, x - 1]) if x else None, int(out[y - 1, x]) if y else None,
+                    int(out[y - 1, x - 1]) if x and y else None, int(out[y - 1, x + 1]) if y and x + 1 < width else None]
+            if label == near[0]:
+                continue
+            kind = 0 if label == near[1] else 1 if label in (near[2], near[3]) else 2
+            for side, other in enumerate(near):
+                if other is None:
+                    continue
                 if other == label:
                     break
-                more = int(row[other]) - error
-                if more <= tau and (cap is None or added + more <= cap):
-                    chosen = other
-                    added += more
-                    break
-            out[y, x] = chosen
+                if other in near[:side]:
+                    continue
+                more = int(errors[other]) - error
+                if more * MOVE_WEIGHT_UNIT > tau * MOVE_WEIGHT[kind][side] or (cap is not None and added + more > cap):
+                    continue
+                out[y, x] = other
+                added += more
+                break
     return out, base, added
 
 

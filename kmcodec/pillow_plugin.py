@@ -98,14 +98,17 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     colors = options.get("colors")
     coding = options.get("coding", "auto")
     seed = int(options.get("seed", 0))
+    rdo = float(options.get("rdo", 0.0))
     if im.mode == "P" and colors is None:
+        if rdo:
+            raise ValueError("rdo= needs colors=: a P image saved without it keeps its palette and labels as they are")
         image = _palette_image(im)
     else:
         image = None
     if image is None:
         from .api import quantize
 
-        image = quantize(im, int(colors or 256), seed=seed)
+        image = quantize(im, int(colors or 256), seed=seed, rdo=rdo)
     assert isinstance(image, KMQImage)
     fp.write(encode(image, coding=coding))
 

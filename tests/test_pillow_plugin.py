@@ -64,6 +64,16 @@ def test_save_with_colors_quantizes(crop: Image.Image, tmp_path: Path) -> None:
         assert np.array_equal(np.asarray(reopened.convert("RGB")), image.to_array())
 
 
+def test_save_with_rdo_smooths_like_the_api(crop: Image.Image, tmp_path: Path) -> None:
+    path = tmp_path / "rdo.kmq"
+    crop.save(path, colors=16, rdo=0.3)
+    assert path.read_bytes() == kmcodec.encode(kmcodec.quantize(crop, 16, rdo=0.3))
+    assert kmcodec.read(path) != kmcodec.quantize(crop, 16)
+    with pytest.raises(ValueError, match="rdo= needs colors="):
+        crop.quantize(24).save(tmp_path / "p.kmq", rdo=0.3)
+    assert not (tmp_path / "p.kmq").exists()  # Pillow removes the file it created
+
+
 def test_saving_a_p_image_keeps_its_palette_and_indices(crop: Image.Image, tmp_path: Path) -> None:
     palette_image = crop.quantize(24)
     path = tmp_path / "p.kmq"

@@ -49,19 +49,25 @@ def test_c_and_python_passes_agree(china: np.ndarray, channels: int, k: int, tau
     assert by_c[1] == squared_errors(pixels, palette, labels).sum()
 
 
-def test_a_pass_moves_pixels_only_to_a_neighbours_label_within_tau(flower_k64) -> None:
+def test_a_pass_moves_pixels_only_to_a_neighbours_label_within_its_allowance(flower_k64) -> None:
+    """Moves go to a neighbour's label (W, N, NW, NE), never away from the left one's, and add at most
+    tau x weight: 3 tau for a pixel that was none of its neighbours, 0.3 tau for one that was its upper one."""
     pixels, palette, labels = flower_k64
     tau = 30
     smoothed, base, added = fastpath.smooth(pixels, palette, labels, tau)
     before, after = squared_errors(pixels, palette, labels), squared_errors(pixels, palette, smoothed)
     moved = smoothed != labels
     assert 0.02 < moved.mean() < 0.9
-    assert (after - before)[moved].max() <= tau and (after[~moved] == before[~moved]).all()
+    assert (after - before)[moved].max() <= 3 * tau and (after[~moved] == before[~moved]).all()
     assert added == (after - before).sum() and base == before.sum()
-    ys, xs = np.nonzero(moved)
-    from_left = (xs > 0) & (smoothed[ys, np.maximum(xs - 1, 0)] == smoothed[ys, xs])
-    from_above = (ys > 0) & (smoothed[np.maximum(ys - 1, 0), xs] == smoothed[ys, xs])
-    assert (from_left | from_above).all()
+    padded = np.pad(smoothed.astype(np.int64), 1, constant_values=-1)
+    west, north = padded[1:-1, :-2], padded[:-2, 1:-1]
+    north_west, north_east = padded[:-2, :-2], padded[:-2, 2:]
+    took = [(smoothed == near) & (labels != near) for near in (west, north, north_west, north_east)]
+    assert (moved <= (took[0] | took[1] | took[2] | took[3])).all()
+    assert not (moved & (labels == west)).any()  # a pixel with its left neighbour's label stays
+    was_north = moved & (labels == north) & (labels != west)
+    assert was_north.any() and (after - before)[was_north].max() * 10 <= 3 * tau
     # tau 0 moves only exact ties, which add nothing
     assert fastpath.smooth(pixels, palette, labels, 0)[2] == 0
 
@@ -74,7 +80,7 @@ def test_a_capped_pass_stops_taking_moves_at_the_cap(flower_k64) -> None:
         capped, _, capped_added = fastpath.smooth(pixels[:120], palette, labels[:120], 50, cap // 4, use_c=use_c)
         assert capped_added <= cap // 4
     capped, _, capped_added = fastpath.smooth(pixels, palette, labels, 50, cap)
-    assert cap - 50 < capped_added <= cap
+    assert cap - 150 < capped_added <= cap
     assert (capped != labels).sum() < (free != labels).sum()
 
 
