@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 import kmcodec
-from kmcodec import fastpath
+from kmcodec import fastpath, smoothing
 from kmcodec.autok import choose_k_for_quality
 from kmcodec.cli import main
 from kmcodec.errors import KMQError
@@ -110,8 +110,21 @@ def test_the_psnr_budget_holds_and_buys_a_smaller_payload(flower_k64, budget: fl
     assert sizes[1] < sizes[0] * (0.97 if budget >= 0.1 else 0.995)
 
 
+@pytest.mark.parametrize("start", [1, 2, 40, 5000])
+def test_the_search_spends_the_budget_from_any_start(flower_k64, start: int) -> None:
+    """Bracketing upwards from a low start or downwards from a high one ends within the budget, and spends it."""
+    pixels, palette, labels = flower_k64
+    tau, smoothed = smoothing._largest_allowance(pixels, palette, labels, 0.2, start)
+    drop = psnr(pixels, palette, labels) - psnr(pixels, palette, smoothed)
+    assert 0.16 < drop <= 0.2
+    assert fastpath.smooth(pixels, palette, labels, tau)[2] <= allowed_error(
+        squared_errors(pixels, palette, labels).sum(), 0.2)
+
+
 def test_more_budget_smaller_file_on_a_large_photo() -> None:
-    """On a 16 MP gnome-backgrounds photo cropped to 1 MP, files shrink as the budget grows, within each budget."""
+    """On a 16 MP gnome-backgrounds photo cropped to 1 MP (where the search starts from a sample of the rows),
+    files shrink as the budget grows, and each budget is spent but not exceeded."""
+    assert 768 * 1366 > smoothing.SAMPLE_ABOVE
     with Image.open(gnome_background("wood-l.webp")) as picture:
         pixels = np.asarray(picture.convert("RGB"))[:768, :1366]
     plain = kmcodec.quantize(pixels, 64)
@@ -121,7 +134,7 @@ def test_more_budget_smaller_file_on_a_large_photo() -> None:
         sizes.append(len(kmcodec.encode(image)))
         drops.append(psnr(pixels, plain.palette, plain.labels) - psnr(pixels, image.palette, image.labels))
     assert sizes[0] > sizes[1] > sizes[2]
-    assert drops[0] == 0.0 and drops[1] <= 0.1 and drops[2] <= 0.3
+    assert drops[0] == 0.0 and 0.08 < drops[1] <= 0.1 and 0.24 < drops[2] <= 0.3
 
 
 def test_the_api_file_decodes_to_what_was_smoothed(china: np.ndarray) -> None:
