@@ -10,7 +10,7 @@ from PIL import Image
 
 import kmcodec
 from kmcodec import fastpath, smoothing
-from kmcodec.autok import choose_k_for_quality
+from kmcodec.autok import choose_k_for_quality, choose_k_for_size
 from kmcodec.cli import main
 from kmcodec.errors import KMQError
 from kmcodec.quantizer import quantize_pixels
@@ -166,6 +166,14 @@ def test_auto_k_for_quality_measures_the_smoothed_labels(flower: np.ndarray) -> 
     choice = choose_k_for_quality(pixels, 30.0, quantize_options={"rdo": 0.3})
     assert psnr(pixels, choice.image.palette, choice.image.labels) >= 30.0
     assert abs(choice.psnr - psnr(pixels, choice.image.palette, choice.image.labels)) < 1e-6
+
+
+def test_auto_k_for_size_buys_a_larger_k_and_a_better_psnr_with_rdo(flower: np.ndarray) -> None:
+    pixels = flower[::2, ::2]
+    plain = choose_k_for_size(pixels, 9000)
+    smoothed = choose_k_for_size(pixels, 9000, quantize_options={"rdo": 0.2})
+    assert len(smoothed.data) <= 9000 and len(plain.data) <= 9000
+    assert smoothed.k > plain.k and smoothed.psnr > plain.psnr + 0.2
 
 
 @pytest.mark.parametrize("options, message", [(dict(rdo=-0.1), "rdo must be 0 to 10"),
