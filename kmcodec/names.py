@@ -21,7 +21,7 @@ DEFAULT_ENGINE = "fast"
 SPACES = ("rgb", "oklab")
 DEFAULT_SPACE = "rgb"
 DEFAULT_SPEED = 4
-#: The largest --rdo budget, in dB of PSNR (beyond it a smaller k serves better).
+#: The largest --rdo budget, in dB of PSNR: a bound on the option, which is meant for trades of tenths of a dB.
 MAX_RDO_DB = 10.0
 #: Largest k the auto-k search considers unless told otherwise (8-bit labels, a GIF-sized palette).
 DEFAULT_MAX_K = 256

@@ -101,7 +101,9 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     rdo = float(options.get("rdo", 0.0))
     if im.mode == "P" and colors is None:
         if rdo:
-            raise ValueError("rdo= needs colors=: a P image saved without it keeps its palette and labels as they are")
+            from .quantizer import QuantizeOptionError
+
+            raise QuantizeOptionError("rdo= needs colors=: a P image saved without it keeps its palette and labels")
         image = _palette_image(im)
     else:
         image = None

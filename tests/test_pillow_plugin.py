@@ -69,7 +69,7 @@ def test_save_with_rdo_smooths_like_the_api(crop: Image.Image, tmp_path: Path) -
     crop.save(path, colors=16, rdo=0.3)
     assert path.read_bytes() == kmcodec.encode(kmcodec.quantize(crop, 16, rdo=0.3))
     assert kmcodec.read(path) != kmcodec.quantize(crop, 16)
-    with pytest.raises(ValueError, match="rdo= needs colors="):
+    with pytest.raises(kmcodec.KMQError, match="rdo= needs colors="):
         crop.quantize(24).save(tmp_path / "p.kmq", rdo=0.3)
     assert not (tmp_path / "p.kmq").exists()  # Pillow removes the file it created
 
