@@ -176,6 +176,14 @@ def test_auto_k_for_size_buys_a_larger_k_and_a_better_psnr_with_rdo(flower: np.n
     assert smoothed.k > plain.k and smoothed.psnr > plain.psnr + 0.2
 
 
+def test_an_image_stored_exactly_stays_exact(china: np.ndarray) -> None:
+    """With no more colours than k the error is zero, so no budget allows a move: the file stays lossless."""
+    few = (china[:60, :80] // 64) * 64  # at most 64 colours
+    image = kmcodec.quantize(few, 64, rdo=2.0)
+    assert np.array_equal(image.to_array(), few)
+    assert image == kmcodec.quantize(few, 64)
+
+
 @pytest.mark.parametrize("options, message", [(dict(rdo=-0.1), "rdo must be 0 to 10"),
                                               (dict(rdo=10.5), "rdo must be 0 to 10"),
                                               (dict(rdo=0.1, dither=0.5), "rdo and dither do not go together")])
