@@ -1152,15 +1152,15 @@ static inline int move_allowed(int64_t more, int64_t weight, int64_t tau, int64_
    edges, where some neighbours are missing, the general one: both apply this same rule. */
 #define DEFINE_SMOOTH(NAME, T, C)                                                                          \
 static int NAME(const uint8_t *src, Py_ssize_t h, Py_ssize_t w, int c_arg, const uint8_t *pal, uint32_t k,\
-                const T *in, T *out, int64_t tau, int64_t cap, int64_t *base, int64_t *added) {            \
+                const T *in, T *out, int64_t tau, int64_t cap, size_t stride, int64_t *base, int64_t *added) {\
     const int c = C ? C : c_arg;                                                                           \
     int64_t base_sum = 0, added_sum = 0;                                                                   \
     for (Py_ssize_t y = 0; y < h; y++) {                                                                   \
         const T *own_row = in + (size_t)y * (size_t)w;                                                     \
         T *row = out + (size_t)y * (size_t)w;                                                              \
         const T *up = y ? row - w : NULL;                                                                  \
-        const uint8_t *pixel = src + (size_t)y * (size_t)w * (size_t)c;                                    \
-        for (Py_ssize_t x = 0; x < w; x++, pixel += c) {                                                   \
+        const uint8_t *pixel = src + (size_t)y * (size_t)w * stride;                                       \
+        for (Py_ssize_t x = 0; x < w; x++, pixel += stride) {                                              \
             uint32_t own = own_row[x];                                                                     \
             if (own >= k) return -1;                                                                       \
             uint32_t error = entry_error(pixel, pal + (size_t)own * c, c);                                 \
@@ -1229,8 +1229,9 @@ DEFINE_SMOOTH(smooth_u8_rgb, uint8_t, 3)
 DEFINE_SMOOTH(smooth_u8, uint8_t, 0)
 DEFINE_SMOOTH(smooth_u16, uint16_t, 0)
 
-/* smooth(pixels u8[h*w*c], h, w, c, palette u8[k*c], k, labels[h*w], out[h*w], itemsize, tau, cap=-1)
+/* smooth(pixels, h, w, c, palette u8[k*c], k, labels[h*w], out[h*w], itemsize, tau, cap=-1, stride=c)
  *   -> (base, added)
+ * Pixel i is the c bytes at pixels[stride * i] (stride c, or 4 for an RGB view of Pillow's 4-byte pixels).
  * In raster order each pixel may take a neighbour's new label (W, N, NW, NE) when that adds at most
  * tau * MOVE_WEIGHT / 10 to its squared error (summed over channels) against its own label in `labels`, and (if
  * cap >= 0) the total added so far stays within cap; otherwise it keeps its own. labels and out hold itemsize-byte
@@ -1240,14 +1241,16 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     Py_ssize_t h, w;
     int c, k, itemsize;
     long long tau, cap = -1;
-    if (!PyArg_ParseTuple(args, "OnniOiOOiL|L", &pix_obj, &h, &w, &c, &pal_obj, &k, &in_obj, &out_obj, &itemsize,
-                          &tau, &cap))
+    Py_ssize_t stride = -1;
+    if (!PyArg_ParseTuple(args, "OnniOiOOiL|Ln", &pix_obj, &h, &w, &c, &pal_obj, &k, &in_obj, &out_obj, &itemsize,
+                          &tau, &cap, &stride))
         return NULL;
-    if (h < 1 || w < 1 || c < 1 || c > 4 || k < 1 || k > 65536 || (itemsize != 1 && itemsize != 2) || tau < 0 ||
-        h > PY_SSIZE_T_MAX / 4 / w)
+    if (stride < 0) stride = c;
+    if (h < 1 || w < 1 || c < 1 || c > 4 || stride < c || stride > 4 || k < 1 || k > 65536 ||
+        (itemsize != 1 && itemsize != 2) || tau < 0 || h > PY_SSIZE_T_MAX / 4 / w)
         return PyErr_Format(PyExc_ValueError, "bad sizes");
     Py_buffer pix, pal, in, out;
-    if (get_buffer(pix_obj, &pix, 0, h * w * c, "pixels") < 0) return NULL;
+    if (get_buffer(pix_obj, &pix, 0, (h * w - 1) * stride + c, "pixels") < 0) return NULL;
     if (get_buffer(pal_obj, &pal, 0, (Py_ssize_t)k * c, "palette") < 0) goto fail1;
     if (get_buffer(in_obj, &in, 0, h * w * itemsize, "labels") < 0) goto fail2;
     if (get_buffer(out_obj, &out, 1, h * w * itemsize, "out") < 0) goto fail3;
@@ -1256,13 +1259,13 @@ static PyObject *py_smooth(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     if (itemsize == 1 && c == 3)
         bad = smooth_u8_rgb((const uint8_t *)pix.buf, h, w, c, (const uint8_t *)pal.buf, (uint32_t)k,
-                            (const uint8_t *)in.buf, (uint8_t *)out.buf, (int64_t)tau, (int64_t)cap, &base, &added);
+                            (const uint8_t *)in.buf, (uint8_t *)out.buf, (int64_t)tau, (int64_t)cap, (size_t)stride, &base, &added);
     else if (itemsize == 1)
         bad = smooth_u8((const uint8_t *)pix.buf, h, w, c, (const uint8_t *)pal.buf, (uint32_t)k,
-                        (const uint8_t *)in.buf, (uint8_t *)out.buf, (int64_t)tau, (int64_t)cap, &base, &added);
+                        (const uint8_t *)in.buf, (uint8_t *)out.buf, (int64_t)tau, (int64_t)cap, (size_t)stride, &base, &added);
     else
         bad = smooth_u16((const uint8_t *)pix.buf, h, w, c, (const uint8_t *)pal.buf, (uint32_t)k,
-                         (const uint16_t *)in.buf, (uint16_t *)out.buf, (int64_t)tau, (int64_t)cap, &base, &added);
+                         (const uint16_t *)in.buf, (uint16_t *)out.buf, (int64_t)tau, (int64_t)cap, (size_t)stride, &base, &added);
     Py_END_ALLOW_THREADS
     PyBuffer_Release(&out);
     PyBuffer_Release(&in);

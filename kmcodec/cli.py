@@ -467,20 +467,11 @@ def storage_figures(header: Header, file_size: int, source_size: int | None = No
     return figures
 
 
-def _label_counts(labels: np.ndarray, k: int, chunk: int = 1 << 22) -> np.ndarray:
-    """Pixels per palette entry, counted in chunks (bincount casts to int64: 8 bytes per label at once)."""
-    import numpy as np
-
-    counts = np.zeros(k, dtype=np.int64)
-    for start in range(0, labels.size, chunk):
-        counts += np.bincount(labels[start : start + chunk], minlength=k)
-    return counts
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     """kmcodec info FILE.kmq: header, palette and storage figures (after a full integrity check)."""
     from . import api
     from .codings import CODINGS
+    from .image import label_counts
 
     try:
         image = api.read(args.input, max_pixels=args.max_pixels)
@@ -490,7 +481,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     file_size = args.input.stat().st_size
     source_size = args.source.stat().st_size if args.source else None
     figures = storage_figures(header, file_size, source_size)
-    used = _label_counts(image.labels.reshape(-1), image.k)
+    used = label_counts(image.labels, image.k)
     coding = CODINGS[header.coding].name
     palette_hex = ["#" + entry.tobytes().hex() for entry in image.palette]
     if args.json:

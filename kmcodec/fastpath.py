@@ -197,14 +197,18 @@ def smooth(pixels: np.ndarray, palette: np.ndarray, labels: np.ndarray, tau: int
     pixels (H, W, C) uint8, palette (k, C) uint8, labels (H, W) uint8 or uint16, every label < k.
     """
     height, width, channels = pixels.shape
-    src = np.ascontiguousarray(pixels, dtype=np.uint8)
     pal = np.ascontiguousarray(palette, dtype=np.uint8)
     own = np.ascontiguousarray(labels)
     out = np.empty_like(own)
     if (_c is not None) if use_c is None else use_c:
-        base, added = _c.smooth(src, height, width, channels, pal, pal.shape[0], own, out, own.itemsize, int(tau),
-                                -1 if cap is None else int(cap))
+        if channels == 3:  # an RGB view of 4-byte pixels is read in place (see rgb_bytes)
+            data, stride = rgb_bytes(np.asarray(pixels, dtype=np.uint8).reshape(-1, 3))
+        else:
+            data, stride = np.ascontiguousarray(pixels, dtype=np.uint8), channels
+        base, added = _c.smooth(data, height, width, channels, pal, pal.shape[0], own, out, own.itemsize, int(tau),
+                                -1 if cap is None else int(cap), stride)
         return out, base, added
+    src = np.ascontiguousarray(pixels, dtype=np.uint8)
     # Python fallback: one pixel at a time (slow; only used when the extension is not built).
     if own.size and int(own.max()) >= pal.shape[0]:
         raise ValueError(f"a label is not below k = {pal.shape[0]}")

@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 
 #: Pixels expanded at a time by to_pil (bounds the temporary RGB(A) block to a few MB).
 _EXPAND_CHUNK_PIXELS = 1 << 20
+#: Labels counted at a time by label_counts: np.bincount casts its input to int64, 8 bytes a label.
+_COUNT_CHUNK_LABELS = 1 << 22
+
+
+def label_counts(labels: np.ndarray, k: int) -> np.ndarray:
+    """Pixels per palette entry (int64, k of them), counted in chunks so that big images need no int64 copy."""
+    flat = labels.reshape(-1)
+    counts = np.zeros(k, dtype=np.int64)
+    for start in range(0, flat.size, _COUNT_CHUNK_LABELS):
+        counts += np.bincount(flat[start : start + _COUNT_CHUNK_LABELS], minlength=k)
+    return counts
 
 
 @dataclass(frozen=True, eq=False)

@@ -24,6 +24,7 @@ import numpy as np
 from . import fastpath
 from .colorspace import from_features, to_features
 from .errors import KMQError
+from .image import label_counts
 from .kmeans import kmeans_plus_plus, lloyd, split_start
 from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, SPACES
 from .nearest import nearest_centroid
@@ -364,7 +365,7 @@ def renumbering(order: np.ndarray, size: int) -> np.ndarray:
 def _drop_unused(palette: np.ndarray, labels: np.ndarray, dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
     """Remove palette entries no label uses (dithering or rdo may leave some), put the rest in tree_order and
     renumber the labels."""
-    usage = np.bincount(labels.reshape(-1), minlength=palette.shape[0])
+    usage = label_counts(labels, palette.shape[0])
     used = np.flatnonzero(usage)
     order = used[tree_order(palette[used], usage[used])]
     return palette[order], renumbering(order, palette.shape[0]).astype(dtype)[labels]

@@ -47,7 +47,6 @@ def smooth_within(pixels: np.ndarray, palette: np.ndarray, labels: np.ndarray, b
     """
     if budget_db <= 0.0 or labels.size == 0:
         return labels
-    pixels = np.ascontiguousarray(pixels)  # once, not in every pass
     start = 1
     if labels.size > SAMPLE_ABOVE and labels.shape[0] >= 2 * SAMPLE_EVERY:
         rows = np.concatenate([np.arange(top, top + SAMPLE_BLOCK)

@@ -49,6 +49,17 @@ def test_c_and_python_passes_agree(china: np.ndarray, channels: int, k: int, tau
     assert by_c[1] == squared_errors(pixels, palette, labels).sum()
 
 
+def test_four_byte_pixels_are_read_in_place(flower_k64) -> None:
+    """An RGB view of 4-byte pixels (Pillow's RGBX storage) gives the pass what a packed copy gives."""
+    pixels, palette, labels = flower_k64
+    rgbx = np.zeros(pixels.shape[:2] + (4,), dtype=np.uint8)
+    rgbx[..., :3] = pixels
+    view = rgbx[..., :3]
+    assert view.strides[1:] == (4, 1)
+    by_view, by_copy = fastpath.smooth(view, palette, labels, 40), fastpath.smooth(pixels, palette, labels, 40)
+    assert np.array_equal(by_view[0], by_copy[0]) and by_view[1:] == by_copy[1:]
+
+
 def test_a_pass_moves_pixels_only_to_a_neighbours_label_within_its_allowance(flower_k64) -> None:
     """Moves go to a neighbour's label (W, N, NW, NE), never away from the left one's, and add at most
     tau x weight: 3 tau for a pixel that was none of its neighbours, 0.3 tau for one that was its upper one."""
@@ -135,6 +146,16 @@ def test_more_budget_smaller_file_on_a_large_photo() -> None:
         drops.append(psnr(pixels, plain.palette, plain.labels) - psnr(pixels, image.palette, image.labels))
     assert sizes[0] > sizes[1] > sizes[2]
     assert drops[0] == 0.0 and 0.08 < drops[1] <= 0.1 and 0.24 < drops[2] <= 0.3
+
+
+def test_label_counts_in_chunks_equal_one_bincount(flower_k64, monkeypatch) -> None:
+    """The quantizer and `kmcodec info` count labels in chunks (no int64 copy of a big image's labels)."""
+    from kmcodec import image as image_module
+
+    _, palette, labels = flower_k64
+    monkeypatch.setattr(image_module, "_COUNT_CHUNK_LABELS", 1000)
+    counts = image_module.label_counts(labels, palette.shape[0])
+    assert np.array_equal(counts, np.bincount(labels.reshape(-1), minlength=palette.shape[0]))
 
 
 def test_the_api_file_decodes_to_what_was_smoothed(china: np.ndarray) -> None:
