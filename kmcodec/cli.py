@@ -183,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=_seed_value, default=0, help="random seed")
     compare.add_argument("--coding", choices=CODING_CHOICES, default=DEFAULT_CODING, help="label coding")
     compare.add_argument("--engine", choices=ENGINES, default=DEFAULT_ENGINE, help="k-means engine")
+    compare.add_argument(
+        "--rdo", type=_rdo_budget, default=0.0, metavar="DB",
+        help="smooth every k's labels within DB dB of PSNR, as encode --rdo does (default 0)",
+    )
     compare.add_argument("--preview", type=_positive_int, default=640, help="longest side of the pictures (pixels)")
     compare.add_argument("-f", "--force", action="store_true", help="overwrite an existing report")
     compare.add_argument("-q", "--quiet", action="store_true", help="print nothing on success")
@@ -430,7 +434,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.output}: a PNG report needs matplotlib: {report.PLOT_HINT}")
     try:
         comparison = report.compare(
-            args.input, sorted(set(args.ks)), coding=args.coding, seed=args.seed, engine=args.engine
+            args.input, sorted(set(args.ks)), coding=args.coding, seed=args.seed, engine=args.engine, rdo=args.rdo
         )
     except KMQError as exc:
         raise _with_name(args.input, exc) from None

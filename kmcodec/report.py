@@ -52,6 +52,13 @@ class Comparison:
     input_bytes: int
     coding: str
     rows: tuple[Row, ...]
+    #: the --rdo budget the files were smoothed within (dB of PSNR; 0: nearest-colour labels)
+    rdo: float = 0.0
+
+    @property
+    def how_coded(self) -> str:
+        """The coding, and the rdo budget if any, as the report states them."""
+        return f"{self.coding} coding" + (f", --rdo {self.rdo:g} dB" if self.rdo else "")
 
     @property
     def raw24_bytes(self) -> int:
@@ -69,20 +76,23 @@ def plotting_available() -> bool:
 
 
 def compare(
-    source: Path, ks: Sequence[int], *, coding: str = api.DEFAULT_CODING, seed: int = 0, engine: str = DEFAULT_ENGINE
+    source: Path, ks: Sequence[int], *, coding: str = api.DEFAULT_CODING, seed: int = 0, engine: str = DEFAULT_ENGINE,
+    rdo: float = 0.0,
 ) -> Comparison:
-    """Encode the image at every k, decode each file back, and measure size, PSNR, ΔE2000 and encode time."""
+    """Encode the image at every k, decode each file back, and measure size, PSNR, ΔE2000 and encode time.
+
+    rdo > 0 smooths every k's labels within that PSNR budget (see api.quantize)."""
     pixels = load_pixels(source)
     # warm up on a crop first, so that the first k's time does not include loading the k-means engine
     api.quantize(np.ascontiguousarray(pixels[:16, :16]), 2, seed=seed, engine=engine)
     rows = []
     for k in ks:
         started = time.perf_counter()
-        data = api.encode(api.quantize(pixels, k, seed=seed, engine=engine), coding=coding)
+        data = api.encode(api.quantize(pixels, k, seed=seed, engine=engine, rdo=rdo), coding=coding)
         seconds = time.perf_counter() - started
         decoded = api.decode(data)  # measure what a reader of the file gets, not the encoder's intermediate
         rows.append(Row(k, decoded, len(data), seconds, compare_images(pixels, decoded.to_array())))
-    return Comparison(Path(source).name, pixels, Path(source).stat().st_size, coding, tuple(rows))
+    return Comparison(Path(source).name, pixels, Path(source).stat().st_size, coding, tuple(rows), rdo)
 
 
 def table_rows(comparison: Comparison) -> list[dict[str, str]]:
@@ -182,7 +192,7 @@ def _draw_rd(axes, comparison: Comparison) -> None:
     axes.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     axes.xaxis.set_major_formatter(FuncFormatter(lambda value, _: _short_bytes(value)))
     axes.xaxis.set_minor_formatter(NullFormatter())
-    axes.set_xlabel(f".kmq file size, bytes ({comparison.coding} coding, log scale)")
+    axes.set_xlabel(f".kmq file size, bytes ({comparison.how_coded}, log scale)")
     axes.set_ylabel("PSNR, dB")
     axes.set_title("rate-distortion across k")
     axes.grid(True, which="both", alpha=0.3)
@@ -253,7 +263,7 @@ th {{ background: #f0f0f0; }}
 <body>
 <h1>kmcodec compare: {esc(comparison.name)}</h1>
 <p>{width} x {height} pixels; input file {comparison.input_bytes:,} bytes; 24-bit raw {comparison.raw24_bytes:,} bytes;
-{esc(comparison.coding)} coding; kmcodec {__version__}.{shown}</p>
+{esc(comparison.how_coded)}; kmcodec {__version__}.{shown}</p>
 <div class="pictures">{"".join(figures)}</div>
 <h2>Sizes and quality</h2>
 {table}

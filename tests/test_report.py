@@ -108,3 +108,17 @@ def test_without_matplotlib_html_says_how_to_get_the_plot(photo, tmp_path, monke
     assert main(["compare", str(photo), "-k", "4", "-o", str(tmp_path / "r.png")]) == 1
     assert "kmcodec[plot]" in capsys.readouterr().err
     assert not (tmp_path / "r.png").exists()
+
+
+def test_compare_with_rdo_reports_smaller_files_within_the_budget(photo, tmp_path, capsys):
+    """`compare --rdo` smooths every k like `encode --rdo`, and the report says so."""
+    from kmcodec import report
+
+    plain = report.compare(photo, [8, 32])
+    smoothed = report.compare(photo, [8, 32], rdo=0.3)
+    for before, after in zip(plain.rows, smoothed.rows):
+        assert after.file_bytes < before.file_bytes
+        assert 0.0 < before.quality.psnr - after.quality.psnr <= 0.3 + 1e-9
+    out = tmp_path / "rdo.html"
+    assert main(["compare", str(photo), "-k", "8", "32", "-o", str(out), "--rdo", "0.3", "-q"]) == 0
+    assert "auto coding, --rdo 0.3 dB" in out.read_text()
