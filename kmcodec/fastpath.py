@@ -222,7 +222,8 @@ def smooth(pixels: np.ndarray, palette: np.ndarray, labels: np.ndarray, tau: int
             base += error
             out[y, x] = label
             near = [int(out[y, x - 1]) if x else None, int(out[y - 1, x]) if y else None,
-                    int(out[y - 1, x - 1]) if x and y else None, int(out[y - 1, x + 1]) if y and x + 1 < width else None]
+                    int(out[y - 1, x - 1]) if x and y else None,
+                    int(out[y - 1, x + 1]) if y and x + 1 < width else None]
             if label == near[0]:
                 continue
             kind = 0 if label == near[1] else 1 if label in (near[2], near[3]) else 2

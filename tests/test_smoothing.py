@@ -37,7 +37,8 @@ def flower_k64(flower: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize("channels, k, tau", [(3, 12, 0), (3, 12, 40), (3, 300, 200), (4, 9, 60), (1, 5, 30)])
 def test_c_and_python_passes_agree(china: np.ndarray, channels: int, k: int, tau: int) -> None:
-    """The C pass and the Python fallback give the same labels and error sums, for 1-4 channels and both label widths."""
+    """The C pass and the Python fallback give the same labels and error sums, for 1-4 channels, both label
+    widths, with and without a cap."""
     crop = china[100:130, 200:245]
     pixels = np.concatenate([crop, crop[..., :1]], axis=2) if channels == 4 else crop[..., :channels]
     palette, labels = quantize_pixels(np.ascontiguousarray(pixels), k)

@@ -85,7 +85,8 @@ def main() -> int:
                 k_route = size_for_psnr(quality, curve)
                 rows.append((entry.name, entry.megapixels, k, budget, plain_bytes, size, plain_psnr - quality,
                              statistics.median(smoothing), k_route))
-                print(f"{entry.name} k={k} rdo {budget}: {plain_bytes} -> {size} bytes ({size / plain_bytes - 1:+.1%}), "
+                change = size / plain_bytes - 1
+                print(f"{entry.name} k={k} rdo {budget}: {plain_bytes} -> {size} bytes ({change:+.1%}), "
                       f"-{plain_psnr - quality:.3f} dB, smoothing {statistics.median(smoothing) * 1e3:.0f} ms, "
                       f"smaller k for that PSNR: {'–' if k_route is None else f'{k_route:.0f} bytes'}", flush=True)
 
@@ -95,7 +96,8 @@ def main() -> int:
     for name, mp, k, budget, plain_bytes, size, drop, seconds, k_route in rows:
         route = "–" if k_route is None else f"{k_route:,.0f}"
         ratio = "–" if k_route is None else f"{size / k_route:.2f}"
-        lines.append(f"| {name} | {mp:.2f} | {k} | {budget:g} | {plain_bytes:,} | {size:,} | {size / plain_bytes - 1:+.1%} "
+        change = size / plain_bytes - 1
+        lines.append(f"| {name} | {mp:.2f} | {k} | {budget:g} | {plain_bytes:,} | {size:,} | {change:+.1%} "
                      f"| {drop:.3f} | {seconds * 1e3:.0f} | {route} | {ratio} |")
     by_budget = {}
     for row in rows:
