@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 import kmcodec
@@ -48,6 +50,33 @@ def test_c_and_python_passes_agree(china: np.ndarray, channels: int, k: int, tau
         by_python = fastpath.smooth(pixels, palette, labels, tau, cap, use_c=False)
         assert np.array_equal(by_c[0], by_python[0]) and by_c[1:] == by_python[1:]
     assert by_c[1] == squared_errors(pixels, palette, labels).sum()
+
+
+def test_the_c_and_python_weight_tables_are_one_table() -> None:
+    if not fastpath.have_c_extension():
+        pytest.skip("the C extension is not built")
+    assert fastpath._c.MOVE_WEIGHT == fastpath.MOVE_WEIGHT
+
+
+@settings(max_examples=150, deadline=None)
+@given(data=st.data())
+def test_c_and_python_passes_agree_on_any_input(data) -> None:
+    """Random sizes (edges included), channels, label widths, palettes with repeated entries, allowances and caps."""
+    height, width = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))
+    channels = data.draw(st.integers(1, 4))
+    k = data.draw(st.sampled_from([1, 2, 3, 7, 40, 257, 300]))
+    seed = data.draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    pixels = rng.integers(0, 256, (height, width, channels), dtype=np.uint8)
+    palette = rng.integers(0, 4, (k, channels), dtype=np.uint8) * 85  # few distinct values: ties happen
+    labels = rng.integers(0, k, (height, width)).astype(np.uint8 if k <= 256 else np.uint16)
+    tau = data.draw(st.sampled_from([0, 1, 7, 100, 5000, 10**6]))
+    cap = data.draw(st.sampled_from([None, 0, 50, 10**5]))
+    by_c = fastpath.smooth(pixels, palette, labels, tau, cap, use_c=True)
+    by_python = fastpath.smooth(pixels, palette, labels, tau, cap, use_c=False)
+    assert np.array_equal(by_c[0], by_python[0]) and by_c[1:] == by_python[1:]
+    assert by_c[0].dtype == labels.dtype and (by_c[0] < k).all()
+    assert cap is None or by_c[2] <= cap
 
 
 def test_four_byte_pixels_are_read_in_place(flower_k64) -> None:
