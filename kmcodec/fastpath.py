@@ -182,7 +182,7 @@ def dither(pixels: np.ndarray, palette: np.ndarray, strength: float, *, use_c: b
 
 #: What a move of --rdo saves the context coder, as the weight of the allowance in tenths (rows: the pixel's own
 #: label equals N; equals NW or NE; equals no neighbour; columns: the neighbour taken, W, N, NW, NE). The C
-#: pass has the same table (MOVE_WEIGHT in _fastpath.c); the tests hold the two passes to the same labels.
+#: pass has the same table (MOVE_WEIGHT in _fastpath.c, exported as _fastpath.MOVE_WEIGHT); a test holds them equal.
 MOVE_WEIGHT = ((3, 10, 4, 4), (10, 6, 4, 4), (30, 25, 15, 15))
 MOVE_WEIGHT_UNIT = 10
 
