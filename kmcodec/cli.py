@@ -28,6 +28,7 @@ from .names import (
     MAX_RDO_DB,
     SPACES,
 )
+from .parallel import available_cores
 
 if TYPE_CHECKING:  # numpy itself is imported by the commands that need it (see below)
     import numpy as np
@@ -374,7 +375,7 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         picture_format(extension)  # an unknown format stops the batch before it starts
         options = batch.DecodeOptions(image_format=extension, max_pixels=args.max_pixels, force=args.force)
         suffix, wanted, verb = "." + extension, batch.decodable, "decoded"
-    jobs = args.jobs or _cores()
+    jobs = args.jobs or available_cores()
     args.out_dir.mkdir(parents=True, exist_ok=True)
     tasks, refused = batch.plan(
         args.paths, args.out_dir, suffix=suffix, options=options, recursive=args.recursive, wanted=wanted
@@ -410,14 +411,6 @@ QUANTIZER_OPTIONS = ("space", "speed", "dither", "rdo")
 def _quantize_options(args: argparse.Namespace) -> dict[str, object]:
     """The quantizer's own options (colour space, speed, dithering, rdo) given on the command line, if any."""
     return {name: getattr(args, name) for name in QUANTIZER_OPTIONS if hasattr(args, name)}
-
-
-def _cores() -> int:
-    """Cores this process may run on (the default number of worker processes)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -9,10 +9,11 @@ or in place with `python setup.py build_ext --inplace`.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING
 
 import numpy as np
+
+from .parallel import available_cores
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -33,10 +34,7 @@ def threads() -> int:
     """Threads the C loops use: MAX_THREADS, or the cores this process may run on."""
     if MAX_THREADS is not None:
         return max(1, MAX_THREADS)
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return available_cores()
 
 
 def have_c_extension() -> bool:

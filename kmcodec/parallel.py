@@ -14,7 +14,8 @@ T = TypeVar("T")
 
 
 def available_cores() -> int:
-    """How many cores this process may run on (the threads a band decode uses at most)."""
+    """How many cores this process may run on (its affinity mask where the OS has one): the default number of
+    threads for the bands, auto's codings, the C loops and xz blocks, and of worker processes for batch work."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):

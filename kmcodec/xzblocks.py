@@ -14,7 +14,6 @@ decoder, which then accepts or rejects the stream with its own errors.
 from __future__ import annotations
 
 import lzma
-import os
 import struct
 import threading
 import zlib
@@ -22,6 +21,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
+
+from .parallel import available_cores
 
 STREAM_MAGIC = b"\xfd7zXZ\x00"
 FOOTER_MAGIC = b"YZ"
@@ -75,14 +76,6 @@ def _pad4(length: int) -> bytes:
     return bytes(-length % 4)
 
 
-def cpu_count() -> int:
-    """Cores this process may run on (the affinity mask where the OS has one)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
 def split_points(size: int, block_bytes: int | None = None, max_blocks: int | None = None) -> list[tuple[int, int]]:
     """(start, end) of each block: equal blocks of at least `block_bytes` each (one when the input is smaller),
     at most `max_blocks` of them."""
@@ -119,7 +112,7 @@ def compress(data: bytes, block_bytes: int | None = None, max_blocks: int | None
         filters = [{"id": lzma.FILTER_LZMA2, "preset": PRESET, "dict_size": max(4096, min(len(view), MAX_DICTIONARY))}]
         return lzma.compress(view, format=lzma.FORMAT_XZ, check=lzma.CHECK_CRC32, filters=filters)
     largest = max(len(piece) for piece in pieces)
-    workers = min(len(pieces), workers or cpu_count(), max(1, MAX_DICTIONARY // largest))
+    workers = min(len(pieces), workers or available_cores(), max(1, MAX_DICTIONARY // largest))
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:  # the lzma module releases the GIL while it compresses
             blocks = list(pool.map(_lzma2_block, pieces))
@@ -291,7 +284,7 @@ def decompress_blocks(payload: bytes, size: int, workers: int | None = None) -> 
             failed.set()
         return ok
 
-    workers = min(len(blocks), workers or cpu_count())
+    workers = min(len(blocks), workers or available_cores())
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:  # the lzma module releases the GIL while it decompresses
             results = list(pool.map(decode, blocks))
