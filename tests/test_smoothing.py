@@ -227,6 +227,34 @@ def test_auto_k_for_size_buys_a_larger_k_and_a_better_psnr_with_rdo(flower: np.n
     assert smoothed.k > plain.k and smoothed.psnr > plain.psnr + 0.2
 
 
+def test_rdo_with_dither_on_the_command_line_is_one_line_and_writes_nothing(tmp_path: Path, china: np.ndarray,
+                                                                            capsys) -> None:
+    source = tmp_path / "china.png"
+    Image.fromarray(china[:40, :60]).save(source)
+    out = tmp_path / "out.kmq"
+    assert main(["encode", str(source), str(out), "-k", "8", "--rdo", "0.1", "--dither", "0.5"]) == 1
+    error = capsys.readouterr().err
+    assert "rdo and dither do not go together" in error and len(error.strip().splitlines()) == 1
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["china.png"]
+
+
+def test_the_c_pass_refuses_what_it_cannot_do_safely(flower_k64) -> None:
+    """A stride it cannot read, an allowance past 2^40 (its products would overflow), short buffers."""
+    pixels, palette, labels = flower_k64
+    crop, own = np.ascontiguousarray(pixels[:4, :4]), np.ascontiguousarray(labels[:4, :4])
+    out = np.empty_like(own)
+    c = fastpath._c
+    if c is None:
+        pytest.skip("the C extension is not built")
+    args = (crop, 4, 4, 3, palette, palette.shape[0], own, out, 1)
+    assert c.smooth(*args, 10) == fastpath.smooth(crop, palette, own, 10)[1:]
+    for bad in [(2**41,), (10, -1, 2), (10, -1, 5)]:
+        with pytest.raises(ValueError, match="bad sizes"):
+            c.smooth(*args, *bad)
+    with pytest.raises(ValueError, match="buffer too small"):
+        c.smooth(crop[:2], *args[1:], 10)
+
+
 def test_an_image_stored_exactly_stays_exact(china: np.ndarray) -> None:
     """With no more colours than k the error is zero, so no budget allows a move: the file stays lossless."""
     few = (china[:60, :80] // 64) * 64  # at most 64 colours
