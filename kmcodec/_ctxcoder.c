@@ -13,8 +13,10 @@
  * width), which changes no probability and no output byte.
  *
  * Python interface (model 3, the default, is coding 3's model; models 4 and 5 code one band of codings 4 and 5):
- *   encode(labels, width, height, k, model=3) -> bytes
+ *   encode(labels, width, height, k, model=3, vector=True) -> bytes
  *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2.
+ *       vector: code the tree walks of models 4 and 5 (labels of 1 byte) with AVX2 when the CPU has it
+ *       (VECTOR_ENCODER says whether it does); the bytes are the same either way.
  *   decode(payload, width, height, k, out, model=3) -> None
  *       out: a writable C-contiguous buffer for width*height labels, itemsize 1 or 2.
  *       Raises ValueError if the payload ends early or has bytes left over, or if model is not
@@ -67,7 +69,7 @@ static void reset_bits(Bit *bits, size_t count) {
 static const int SQUASH_POINTS[33] = {1, 2, 3, 6, 10, 16, 27, 45, 73, 120, 194, 310, 488, 747, 1101, 1546, 2047,
                                       2549, 2994, 3348, 3607, 3785, 3901, 3975, 4024, 4050, 4068, 4079, 4085,
                                       4089, 4092, 4093, 4094};
-static int16_t STRETCH[4096];
+static int16_t STRETCH[4096 + 2]; /* 2 spare entries: the vector encoder reads 4 bytes at STRETCH + i */
 
 /* squash(d) as spec 5.2.5 defines it, by interpolation; the coders read it from SQUASH_TABLE (the same values,
    one load instead of two loads and two multiplies on every decision's critical path). */
@@ -78,7 +80,7 @@ static inline int squash_formula(int d) {
     return (SQUASH_POINTS[i] * (128 - w) + SQUASH_POINTS[i + 1] * w + 64) >> 7;
 }
 
-static uint16_t SQUASH_TABLE[4095]; /* squash(d) at d + 2047 */
+static uint16_t SQUASH_TABLE[4095 + 1]; /* squash(d) at d + 2047 (1 spare entry: the vector encoder reads 4 bytes) */
 
 static inline int squash(int d) {
     if (d > 2047) d = 2047;
@@ -211,7 +213,7 @@ static inline int squash16_formula(int d) { /* d already clamped to [-2047, 2047
     return (SQUASH16_POINTS[i] * (128 - w) + SQUASH16_POINTS[i + 1] * w + 64) >> 7;
 }
 
-static uint16_t SQUASH16_TABLE[4095]; /* squash16(d) at d + 2047, filled at import like SQUASH_TABLE */
+static uint16_t SQUASH16_TABLE[4095 + 1]; /* squash16(d) at d + 2047, filled at import like SQUASH_TABLE */
 
 static void init_squash16(void) {
     for (int x = -2047; x <= 2047; x++) SQUASH16_TABLE[x + 2047] = (uint16_t)squash16_formula(x);
@@ -235,6 +237,10 @@ typedef struct {
     int32_t tree_weights[8][4][MIX_INPUTS];  /* tree mixer weights per depth and number of questions */
     int32_t (*question_weights)[4][M4_INPUTS]; /* [PATTERNS][4]: question mixer weights */
     uint16_t (*apm)[4][33];         /* [PATTERNS]: the questions' probability refinement, per pattern */
+    uint32_t (*path)[8];            /* vector encoder: the tree slot of each label's walk at depths 0..7 */
+    uint8_t *coded;                 /* vector encoder: which depths of each label's walk are coded */
+    int32_t lane_weights[4][MIX_INPUTS][8] __attribute__((aligned(32))); /* vector encoder: tree_weights[d][q][i]
+                                       at [q][i][d], so that one load holds an input's weights at every depth */
     Bit *memory;
     void *block;                    /* what malloc returned for memory (which is aligned to 64 bytes) */
 } Model;
@@ -265,6 +271,8 @@ static int model_init(Model *m, int bits, int model) {
     m->block = malloc(sizeof(Bit) * (pair + tree + deep + diag + runs + joint) + 64);
     m->question_weights = NULL;
     m->apm = NULL;
+    m->path = NULL;
+    m->coded = NULL;
     if (!m->block) return -1;
     m->memory = (Bit *)(((uintptr_t)m->block + 63) & ~(uintptr_t)63); /* every table below starts a cache line */
     m->pair = m->memory;
@@ -300,6 +308,8 @@ static int model_init(Model *m, int bits, int model) {
 }
 
 static void model_free(Model *m) {
+    free(m->path);
+    free(m->coded);
     free(m->block);
     free(m->question_weights);
     free(m->apm);
@@ -367,10 +377,121 @@ static inline __attribute__((always_inline)) int code_question(
     return bit;
 }
 
+
+/* ---- the vector encoder (x86-64 with AVX2, chosen at run time) ----
+   An encoder knows every bit of a label before it codes the first, so the probabilities of all the tree's
+   depths can be computed at once, one depth a vector lane, and the models updated at once afterwards: every
+   depth of one walk reads and writes models of its own (its own tree slot, its own mixer weights), so the
+   order of their updates changes nothing. Only the range coder runs bit by bit. The arithmetic is the scalar
+   code_mixed's, exactly: the 64-bit dot product floor(sum w * st / 2^16) is taken as
+   sum (w >> 16) * st + floor(sum (w & 0xFFFF) * st / 2^16), which fits 32-bit lanes (|w| <= 2^23, |st| <= 2047). */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define VECTOR_ENCODER 1
+#include <immintrin.h>
+#define VECTOR_TARGET __attribute__((target("avx2")))
+
+/* Prepare a model for the vector encoder: the tree weights by lane, and each label's walk (its slots and which
+   depths it codes), so that a walk needs no per-depth arithmetic. */
+static int vector_init(Model *m, int bits, uint32_t k) {
+    int nb = node_bits(bits);
+    size_t labels = (size_t)1 << bits;
+    for (int q = 0; q < 4; q++)
+        for (int i = 0; i < MIX_INPUTS; i++)
+            for (int d = 0; d < 8; d++) m->lane_weights[q][i][d] = m->tree_weights[d][q][i];
+    m->path = malloc(sizeof(*m->path) * labels);
+    m->coded = malloc(labels);
+    if (!m->path || !m->coded) return -1;
+    for (uint32_t value = 0; value < labels; value++) {
+        uint32_t node = 1;
+        uint8_t coded = 0;
+        for (int d = 0; d < 8; d++) {
+            m->path[value][d] = 0;
+            if (d >= bits) continue;
+            int rest = bits - 1 - d;
+            if (((((node << 1) | 1u) << rest) & ((1u << bits) - 1u)) < k) {
+                coded |= (uint8_t)(1u << d);
+                m->path[value][d] = tree_slot(node, d, nb);
+            }
+            node = (node << 1) | ((value >> rest) & 1u);
+        }
+        m->coded[value] = coded;
+    }
+    return 0;
+}
+
+static inline __attribute__((always_inline)) VECTOR_TARGET __m256i stretch_of(__m256i bits) {
+    __m256i index = _mm256_srli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0xFFFF)), 4);
+    __m256i pair = _mm256_i32gather_epi32((const int *)STRETCH, index, 2);
+    return _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16);
+}
+
+static inline __attribute__((always_inline)) VECTOR_TARGET __m256i adapted(__m256i bits, __m256i one, int limit) {
+    __m256i low16 = _mm256_set1_epi32(0xFFFF);
+    __m256i p = _mm256_and_si256(bits, low16), n = _mm256_srli_epi32(bits, 16);
+    __m256i r = _mm256_i32gather_epi32((const int *)RATE, n, 4);
+    __m256i up = _mm256_add_epi32(p, _mm256_srli_epi32(_mm256_mullo_epi32(_mm256_sub_epi32(_mm256_set1_epi32(65536), p), r), 16));
+    __m256i down = _mm256_sub_epi32(p, _mm256_srli_epi32(_mm256_mullo_epi32(p, r), 16));
+    p = _mm256_and_si256(_mm256_blendv_epi8(down, up, one), low16);
+    n = _mm256_sub_epi32(n, _mm256_cmpgt_epi32(_mm256_set1_epi32(limit), n)); /* n + 1 while n < limit */
+    return _mm256_or_si256(p, _mm256_slli_epi32(n, 16));
+}
+
+/* Code the tree walk of `value` (bits <= 8) as code_pixel's loop does for models 4 and 5; w: lane_weights[q] for
+   the q + 1 questions this pixel asked. Lanes of depths that are not coded are computed but neither coded nor
+   stored. */
+static inline VECTOR_TARGET void encode_tree_vector(
+    Coder *c, const Model *m, uint32_t value, Bit *tw, Bit *tn, Bit *tnw, Bit *tne, int32_t (*w)[8], int bits)
+{
+    const uint32_t coded = m->coded[value];
+    const __m256i lanes = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+    const __m256i mask = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32((int)coded), lanes), lanes);
+    const __m256i rest = _mm256_sub_epi32(_mm256_set1_epi32(bits - 1), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    const __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)value), rest), _mm256_set1_epi32(1));
+    const __m256i one = _mm256_cmpeq_epi32(bit, _mm256_set1_epi32(1));
+    Bit *rows[MIX_INPUTS] = {tw, tn, tnw, tne};
+    const uint32_t *slots = m->path[value];
+    __m256i in[MIX_INPUTS], st[MIX_INPUTS], wv[MIX_INPUTS];
+    __m256i high = _mm256_setzero_si256(), low = _mm256_setzero_si256();
+    for (int i = 0; i < MIX_INPUTS; i++) {
+        /* scalar loads: the models were just stored by earlier pixels, and a gather would wait for those stores */
+        uint32_t v[8];
+        for (int depth = 0; depth < 8; depth++) memcpy(&v[depth], &rows[i][slots[depth]], sizeof(Bit));
+        in[i] = _mm256_setr_epi32((int)v[0], (int)v[1], (int)v[2], (int)v[3], (int)v[4], (int)v[5], (int)v[6], (int)v[7]);
+        st[i] = stretch_of(in[i]);
+        wv[i] = _mm256_load_si256((const __m256i *)w[i]);
+        high = _mm256_add_epi32(high, _mm256_mullo_epi32(_mm256_srai_epi32(wv[i], 16), st[i]));
+        low = _mm256_add_epi32(low, _mm256_mullo_epi32(_mm256_and_si256(wv[i], _mm256_set1_epi32(0xFFFF)), st[i]));
+    }
+    __m256i d = _mm256_add_epi32(high, _mm256_srai_epi32(low, 16));
+    d = _mm256_max_epi32(_mm256_min_epi32(d, _mm256_set1_epi32(2047)), _mm256_set1_epi32(-2047));
+    __m256i pm = _mm256_and_si256(
+        _mm256_i32gather_epi32((const int *)SQUASH_TABLE, _mm256_add_epi32(d, _mm256_set1_epi32(2047)), 2),
+        _mm256_set1_epi32(0xFFFF));
+    __m256i p = _mm256_max_epi32(_mm256_min_epi32(_mm256_slli_epi32(pm, 4), _mm256_set1_epi32(65504)),
+                                 _mm256_set1_epi32(32));
+    uint32_t probability[8];
+    _mm256_storeu_si256((__m256i *)probability, p);
+    for (int depth = 0; depth < bits; depth++)
+        if (coded >> depth & 1u) code_bit(1, c, probability[depth], (int)(value >> (bits - 1 - depth)) & 1);
+    __m256i err = _mm256_mullo_epi32(_mm256_sub_epi32(_mm256_slli_epi32(bit, 12), pm), _mm256_set1_epi32(M4_TREE_RATE));
+    uint32_t updated[MIX_INPUTS][8];
+    for (int i = 0; i < MIX_INPUTS; i++) {
+        _mm256_storeu_si256((__m256i *)updated[i], adapted(in[i], one, M4_TREE_LIMIT));
+        __m256i nw = _mm256_add_epi32(wv[i], _mm256_srai_epi32(_mm256_mullo_epi32(st[i], err), 10));
+        nw = _mm256_max_epi32(_mm256_min_epi32(nw, _mm256_set1_epi32(WEIGHT_LIMIT)), _mm256_set1_epi32(-WEIGHT_LIMIT));
+        _mm256_store_si256((__m256i *)w[i], _mm256_blendv_epi8(wv[i], nw, mask));
+    }
+    for (int depth = 0; depth < bits; depth++) {
+        if (!(coded >> depth & 1u)) continue;
+        for (int i = 0; i < MIX_INPUTS; i++) memcpy(&rows[i][slots[depth]], &updated[i][depth], sizeof(Bit));
+    }
+}
+#endif
+
 /* Code one label (ENC: `value` is the label; decoding: `value` is ignored); returns the label.
    `runs` is the run context of models 4 and 5 (ignored by model 3). */
 static inline __attribute__((always_inline)) uint32_t code_pixel(
-    const int ENC, const int MODEL, Coder *c, Model *m, uint32_t value, uint32_t W, uint32_t N, uint32_t NW,
+    const int ENC, const int MODEL, const int VECTOR, Coder *c, Model *m, uint32_t value, uint32_t W, uint32_t N, uint32_t NW,
     uint32_t NE, uint32_t pattern, int bits, uint32_t k, int shift, uint32_t runs)
 {
     int nb = node_bits(bits);
@@ -426,6 +547,12 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
         tnw = m->tree + (2 * rows + (NW >> shift)) * row;
         tne = m->tree + (3 * rows + (NE >> shift)) * row;
     }
+#ifdef VECTOR_ENCODER
+    if (VECTOR && ENC && MODEL != 3 && bits <= 8) {
+        encode_tree_vector(c, m, value, tw, tn, tnw, tne, m->lane_weights[questions - 1], bits);
+        return value;
+    }
+#endif
     uint32_t node = 1;
     for (int d = 0; d < bits; d++) {
         int rest = bits - 1 - d;
@@ -449,8 +576,8 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
 }
 
 /* Walk the image in row-major order with the neighbours and pattern of spec 5.2.2 (and model 4's runs). */
-#define DEFINE_WALK(NAME, ENC, T, MODEL)                                                                   \
-static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uint32_t k, int bits) {      \
+#define DEFINE_WALK(NAME, ENC, T, MODEL, VECTOR, ATTRIBUTES)                                              \
+static ATTRIBUTES void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uint32_t k, int bits) {      \
     int shift = bits > 8 ? bits - 8 : 0;                                                                   \
     for (size_t y = 0; y < height; y++) {                                                                  \
         T *row = labels + y * width;                                                                       \
@@ -487,7 +614,7 @@ static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uin
                 }                                                                                          \
                 runs = ((above * 16 + (run < 15 ? run : 15)) << 8) | (pattern & 255);                      \
             }                                                                                              \
-            uint32_t s = code_pixel(ENC, MODEL, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k,    \
+            uint32_t s = code_pixel(ENC, MODEL, VECTOR, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k,    \
                                     shift, runs);                                                          \
             if (!ENC) {                                                                                    \
                 if (c->underrun) return;                                                                   \
@@ -501,18 +628,22 @@ static void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uin
     }                                                                                                      \
 }
 
-DEFINE_WALK(encode3_u8, 1, uint8_t, 3)
-DEFINE_WALK(encode3_u16, 1, uint16_t, 3)
-DEFINE_WALK(decode3_u8, 0, uint8_t, 3)
-DEFINE_WALK(decode3_u16, 0, uint16_t, 3)
-DEFINE_WALK(encode4_u8, 1, uint8_t, 4)
-DEFINE_WALK(encode4_u16, 1, uint16_t, 4)
-DEFINE_WALK(decode4_u8, 0, uint8_t, 4)
-DEFINE_WALK(decode4_u16, 0, uint16_t, 4)
-DEFINE_WALK(encode5_u8, 1, uint8_t, 5)
-DEFINE_WALK(encode5_u16, 1, uint16_t, 5)
-DEFINE_WALK(decode5_u8, 0, uint8_t, 5)
-DEFINE_WALK(decode5_u16, 0, uint16_t, 5)
+DEFINE_WALK(encode3_u8, 1, uint8_t, 3, 0, )
+DEFINE_WALK(encode3_u16, 1, uint16_t, 3, 0, )
+DEFINE_WALK(decode3_u8, 0, uint8_t, 3, 0, )
+DEFINE_WALK(decode3_u16, 0, uint16_t, 3, 0, )
+DEFINE_WALK(encode4_u8, 1, uint8_t, 4, 0, )
+DEFINE_WALK(encode4_u16, 1, uint16_t, 4, 0, )
+DEFINE_WALK(decode4_u8, 0, uint8_t, 4, 0, )
+DEFINE_WALK(decode4_u16, 0, uint16_t, 4, 0, )
+DEFINE_WALK(encode5_u8, 1, uint8_t, 5, 0, )
+DEFINE_WALK(encode5_u16, 1, uint16_t, 5, 0, )
+DEFINE_WALK(decode5_u8, 0, uint8_t, 5, 0, )
+DEFINE_WALK(decode5_u16, 0, uint16_t, 5, 0, )
+#ifdef VECTOR_ENCODER
+DEFINE_WALK(encode4_vector, 1, uint8_t, 4, 1, VECTOR_TARGET)
+DEFINE_WALK(encode5_vector, 1, uint8_t, 5, 1, VECTOR_TARGET)
+#endif
 
 typedef void (*Walk)(Coder *, Model *, void *, size_t, size_t, uint32_t, int);
 
@@ -525,6 +656,15 @@ static Walk walk_of(int enc, int model, Py_ssize_t itemsize) {
     };
     return walks[enc][model - 3][itemsize == 2];
 }
+
+#ifdef VECTOR_ENCODER
+static int vector_encoder_available(void) {
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx2") != 0;
+}
+#else
+static int vector_encoder_available(void) { return 0; }
+#endif
 
 static int label_bits_of(uint32_t k) {
     int b = 0;
@@ -551,12 +691,12 @@ static int check_model(int model) {
 }
 
 static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"labels", "width", "height", "k", "model", NULL};
+    static char *keywords[] = {"labels", "width", "height", "k", "model", "vector", NULL};
     Py_buffer buf;
     Py_ssize_t width, height;
     unsigned long k;
-    int model = 3;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnk|i", keywords, &buf, &width, &height, &k, &model))
+    int model = 3, vector = 1;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnk|ip", keywords, &buf, &width, &height, &k, &model, &vector))
         return NULL;
     PyObject *result = NULL;
     if (check_model(model) < 0 || check_shape(width, height, k, &buf) < 0) goto done;
@@ -576,6 +716,16 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
         goto done;
     }
     Walk walk = walk_of(1, model, buf.itemsize);
+#ifdef VECTOR_ENCODER
+    if (vector && model != 3 && buf.itemsize == 1 && vector_encoder_available()) {
+        if (vector_init(&m, bits, (uint32_t)k) < 0) {
+            model_free(&m);
+            PyErr_NoMemory();
+            goto done;
+        }
+        walk = model == 4 ? (Walk)encode4_vector : (Walk)encode5_vector;
+    }
+#endif
     Py_BEGIN_ALLOW_THREADS
     walk(&c, &m, buf.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
     for (int i = 0; i < 5; i++) shift_low(&c);
@@ -663,5 +813,10 @@ PyMODINIT_FUNC PyInit__ctxcoder(void) {
     init_rates();
     init_stretch();
     init_squash16();
-    return PyModule_Create(&module);
+    PyObject *mod = PyModule_Create(&module);
+    if (mod && PyModule_AddIntConstant(mod, "VECTOR_ENCODER", vector_encoder_available()) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }
