@@ -213,7 +213,7 @@ static inline int squash16_formula(int d) { /* d already clamped to [-2047, 2047
     return (SQUASH16_POINTS[i] * (128 - w) + SQUASH16_POINTS[i + 1] * w + 64) >> 7;
 }
 
-static uint16_t SQUASH16_TABLE[4095 + 1]; /* squash16(d) at d + 2047, filled at import like SQUASH_TABLE */
+static uint16_t SQUASH16_TABLE[4095]; /* squash16(d) at d + 2047, filled at import like SQUASH_TABLE */
 
 static void init_squash16(void) {
     for (int x = -2047; x <= 2047; x++) SQUASH16_TABLE[x + 2047] = (uint16_t)squash16_formula(x);
