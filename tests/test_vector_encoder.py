@@ -72,7 +72,8 @@ def test_vector_encoder_writes_the_scalar_bytes_on_random_labels(data, k: int, w
 
 def test_vector_flag_leaves_model_3_and_two_byte_labels_to_the_scalar_encoder(china: np.ndarray) -> None:
     labels = quantized_labels(china[::4, ::4], 64)
-    assert both_encodings(labels, 64, 3)[0] == both_encodings(labels, 64, 3)[1]
+    scalar, vector = both_encodings(labels, 64, 3)
+    assert vector == scalar
     wide = labels.astype(np.uint16) * 7
     for model in (4, 5):
         scalar, vector = both_encodings(wide, 1000, model)
