@@ -16,8 +16,9 @@ import numpy as np
 from . import names
 from .atomic import atomic_output
 from .codings import check_payload_length, coding_for_id, encode_labels
-from .container import DEFAULT_MAX_PIXELS, HEADER_SIZE, Header, build_file, parse_header, read_container
+from .container import HEADER_SIZE, Header, build_file, parse_header, read_container
 from .errors import CodingError, KMQError, LabelError, LimitError
+from .names import DEFAULT_MAX_PIXELS
 from .image import KMQImage
 from .imageio import ImageSource, load_pixels
 from .quantizer import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, quantize_pixels

@@ -20,9 +20,9 @@ from typing import Any, Callable, Iterator, Sequence
 from . import __version__, api
 from .atomic import OutputExistsError, atomic_output
 from .autok import DEFAULT_MAX_K, quantize_and_encode
-from .container import DEFAULT_MAX_PIXELS
 from .errors import BatchError, KMQError
 from .imageio import load_pixels
+from .names import DEFAULT_MAX_PIXELS
 from .picture import picture_format, save_picture
 from .quantizer import DEFAULT_ENGINE
 

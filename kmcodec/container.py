@@ -10,7 +10,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from .names import DEFAULT_MAX_PIXELS  # noqa: F401  (re-exported: the default lives in names.py)
+from .names import DEFAULT_MAX_PIXELS
 from .errors import (
     ChecksumError,
     HeaderError,

@@ -26,11 +26,11 @@ from .colorspace import from_features, to_features
 from .errors import KMQError
 from .image import label_counts
 from .kmeans import kmeans_plus_plus, lloyd, split_start
-from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, SPACES
+from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, MAX_RDO_DB, SPACES
 from .nearest import nearest_centroid
 from .palette_order import tree_order
 from .parallel import run_in_threads
-from .smoothing import MAX_RDO_DB, smooth_within
+from .smoothing import smooth_within
 
 SPEEDS = range(1, 11)
 #: Pixels whose keys are computed at once; bounds the per-pixel temporaries (8 bytes each).

@@ -19,7 +19,6 @@ import math
 import numpy as np
 
 from . import fastpath
-from .names import MAX_RDO_DB  # noqa: F401  (re-exported: the command line checks the budget without numpy)
 
 #: The search stops once tau is known within this fraction (tau itself is an integer); the capped last pass
 #: spends what is left of the budget.
