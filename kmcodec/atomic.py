@@ -4,6 +4,11 @@ A run killed at any moment (even by SIGKILL) leaves either the old file (or none
 or the complete new one at the target path. The temporary file is a hidden
 `.NAME.PID.RANDOM.part` beside the target; one left behind by a killed process
 is removed by the next write to the same target once that process is gone.
+
+With overwrite, a target that exists is treated as the shell's `>` treats it: a
+symbolic link is followed (the file it points to is replaced, the link stays), and
+a device or FIFO (/dev/null, /dev/stdout, a named pipe) is written into, not
+replaced by a regular file; there is nothing to make atomic there.
 """
 
 from __future__ import annotations
@@ -31,11 +36,16 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     target appeared meanwhile, so a file created by someone else during the run
     is never clobbered. Errors name the target, never the temporary file.
     """
-    target = Path(path)
-    if not overwrite and (target.exists() or target.is_symlink()):
-        raise _exists_error(target)
+    named = Path(path)
+    if not overwrite and (named.exists() or named.is_symlink()):
+        raise _exists_error(named)
+    target = Path(os.path.realpath(named)) if named.is_symlink() else named
     if target.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a directory", str(target))
+        raise IsADirectoryError(errno.EISDIR, "is a directory", str(named))
+    if target.exists() and not target.is_file():
+        with _named_errors(named), open(target, "wb") as handle:
+            yield handle
+        return
     directory = target.parent
     _remove_stale_temporaries(directory, target.name)
     tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part"
@@ -44,9 +54,9 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     except OSError as exc:
         missing = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not directory.is_dir()
         reason = "directory does not exist" if missing else exc.strerror
-        raise OSError(exc.errno, f"cannot create the output: {reason}", str(target)) from None
+        raise OSError(exc.errno, f"cannot create the output: {reason}", str(named)) from None
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with _named_errors(named), os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
             os.fsync(fd)
@@ -56,6 +66,18 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def _named_errors(target: Path) -> Iterator[None]:
+    """Give an OSError without a file name (a write that found the disk full or the size limit reached) the
+    target's name, so the message says which output failed."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None or isinstance(exc, OutputExistsError):
+            raise
+        raise type(exc)(exc.errno, f"cannot write the output: {exc.strerror or exc}", str(target)) from None
 
 
 def _publish(tmp: Path, target: Path, overwrite: bool) -> None:

@@ -26,6 +26,7 @@ from .names import (
     DEFAULT_SPEED,
     ENGINES,
     MAX_RDO_DB,
+    MAX_SEED,
     SPACES,
 )
 from .parallel import available_cores
@@ -56,7 +57,8 @@ def _ranged(convert: Callable[[str], float], what: str, low: float, high: float,
         except ValueError:
             raise argparse.ArgumentTypeError(f"{what} must be {describe}, got {text!r}") from None
         if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{what} must be {describe}, got {value:g}")
+            shown = value if isinstance(value, int) else f"{value:g}"  # 10**23 as itself, not 1e+23
+            raise argparse.ArgumentTypeError(f"{what} must be {describe}, got {shown}")
         return value
 
     return parse
@@ -64,7 +66,7 @@ def _ranged(convert: Callable[[str], float], what: str, low: float, high: float,
 
 _k_value = _ranged(int, "k", 1, 65536, "an integer 1 to 65536")
 _positive_int = _ranged(int, "the value", 1, float("inf"), "a positive integer")
-_seed_value = _ranged(int, "seed", 0, 2**32 - 1, "an integer 0 to 4294967295")
+_seed_value = _ranged(int, "seed", 0, MAX_SEED, f"an integer 0 to {MAX_SEED}")
 _psnr_value = _ranged(float, "PSNR", 1e-9, 199.999, "a number of dB between 0 and 200")
 _speed_value = _ranged(int, "speed", 1, 10, "an integer 1 (best) to 10 (fastest)")
 _strength = _ranged(float, "dither strength", 0.0, 1.0, "a number 0 to 1")
@@ -100,13 +102,33 @@ def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     args.input, args.output = args.paths
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subcommand parser that takes options between its paths (`encode in.png -k 16 out.kmq`), as
+    parse_intermixed_args does; plain argparse stops collecting positionals at the first option."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._intermixing = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixing:  # parse_known_intermixed_args calls back in here, twice
+            return super().parse_known_args(args, namespace)
+        self._intermixing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixing = False
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
         prog="kmcodec", description="k-means palette images in ceil(log2 k) bits per pixel (.kmq)."
     )
     parser.add_argument("--version", action="version", version=f"kmcodec {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    commands = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_IntermixedParser
+    )
 
     enc = commands.add_parser(
         "encode",
@@ -174,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="encode scikit-learn's china.jpg sample and print the storage figures")
     demo.add_argument("-k", "--colors", dest="ks", type=_k_value, nargs="+", default=[2, 8, 16, 64, 256])
     demo.add_argument("--out", type=Path, help="also write the .kmq files and decoded PNGs to this directory")
+    demo.add_argument("-f", "--force", action="store_true", help="with --out: overwrite files written before")
 
     compare = commands.add_parser(
         "compare", help="encode one image at several k and write a visual report (.html or .png)"
@@ -213,6 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_dither_alone(sys.argv[1:] if argv is None else argv))
     if args.command in ("encode", "decode"):
         _split_paths(parser, args)
+    if args.command == "encode" and args.dither and args.rdo:
+        parser.error("encode: --rdo and --dither do not go together (rdo would smooth away the dithering's pattern)")
     handlers = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo, "compare": cmd_compare}
     try:
         return handlers[args.command](args)
@@ -255,11 +280,16 @@ def _os_error_message(exc: OSError) -> str:
 
 
 def _check_output(path: Path, force: bool) -> None:
-    if path.exists() and not force:
+    """Refuse an output that exists (without --force), is a directory, or has no writable directory. With
+    --force a symbolic link is followed and a device or FIFO written into, as the shell's `>` does."""
+    if (path.exists() or path.is_symlink()) and not force:
         raise CommandError(f"{path}: output exists (use --force to replace it)")
-    if path.is_dir():
+    resolved = Path(os.path.realpath(path)) if path.is_symlink() else path
+    if resolved.is_dir():
         raise CommandError(f"{path}: is a directory")
-    parent = path.parent if str(path.parent) else Path(".")
+    if resolved.exists() and not resolved.is_file():
+        return  # /dev/null, a named pipe: written into, nothing is created beside it
+    parent = resolved.parent if str(resolved.parent) else Path(".")
     if not parent.is_dir():
         raise CommandError(f"{path}: directory {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
@@ -271,6 +301,12 @@ def _with_name(path: Path, exc: KMQError) -> KMQError:
     return exc if text.startswith(str(path)) else type(exc)(f"{path}: {text}")
 
 
+#: Output names encode refuses: a .kmq file under a picture's name would fool every viewer (and the user).
+PICTURE_SUFFIXES = frozenset(
+    (".png", ".apng", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm",
+     ".tga", ".avif", ".heic", ".jp2", ".ico", ".pcx", ".sgi")
+)
+
 #: The interpreter's thread switch interval (s) while encode's input is decoded beside the imports.
 PREFETCH_SWITCH_INTERVAL = 0.0002
 
@@ -280,6 +316,12 @@ def cmd_encode(args: argparse.Namespace) -> int:
     if args.out_dir is not None:
         return _run_batch(args, "encode")
     _check_output(args.output, args.force)
+    suffix = args.output.suffix.lower()
+    if suffix in PICTURE_SUFFIXES:
+        raise CommandError(
+            f"{args.output}: encode writes a .kmq file, not {suffix}: name it {args.output.stem}.kmq "
+            f"(kmcodec decode then turns it into {suffix})"
+        )
     if not args.input.exists():
         raise CommandError(f"{args.input}: no such file")
     if args.input.is_dir():
@@ -545,6 +587,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{'compact .kmq':>13} {'bits/px':>7} {'PSNR dB':>8} {'time s':>7}"
     )
     if args.out:
+        for k in args.ks:
+            for suffix in (".kmq", ".png"):
+                _check_output(args.out / f"china-k{k}{suffix}", args.force)  # before any work, as encode does
         args.out.mkdir(parents=True, exist_ok=True)
     for k in args.ks:
         started = time.perf_counter()
@@ -561,9 +606,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f"{len(compact):>13,} {8 * len(compact) / (width * height):>7.2f} {psnr:>8.2f} {elapsed:>7.2f}"
         )
         if args.out:
-            with atomic_output(args.out / f"china-k{k}.kmq", overwrite=True) as handle:
+            with atomic_output(args.out / f"china-k{k}.kmq", overwrite=args.force) as handle:
                 handle.write(data)
-            with atomic_output(args.out / f"china-k{k}.png", overwrite=True) as handle:
+            with atomic_output(args.out / f"china-k{k}.png", overwrite=args.force) as handle:
                 image.to_pil().save(handle, format="PNG")
     print()
     print("Each pixel costs exactly ceil(log2 k) bits: 24-bit colour at k = 8 is 3 bits, an 8:1 saving before any")

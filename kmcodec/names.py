@@ -21,6 +21,8 @@ DEFAULT_ENGINE = "fast"
 SPACES = ("rgb", "oklab")
 DEFAULT_SPACE = "rgb"
 DEFAULT_SPEED = 4
+#: Seeds are 0 to 2**32 - 1, the range scikit-learn's engine (numpy's RandomState) takes.
+MAX_SEED = 2**32 - 1
 #: The largest --rdo budget, in dB of PSNR: a bound on the option, which is meant for trades of tenths of a dB.
 MAX_RDO_DB = 10.0
 #: Largest k the auto-k search considers unless told otherwise (8-bit labels, a GIF-sized palette).

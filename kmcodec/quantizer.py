@@ -17,6 +17,7 @@ Engines:
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +27,7 @@ from .colorspace import from_features, to_features
 from .errors import KMQError
 from .image import label_counts
 from .kmeans import kmeans_plus_plus, lloyd, split_start
-from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, MAX_RDO_DB, SPACES
+from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, MAX_RDO_DB, MAX_SEED, SPACES
 from .nearest import nearest_centroid
 from .palette_order import tree_order
 from .parallel import run_in_threads
@@ -293,10 +294,18 @@ def finish_palette(
     return rounded[order], renumbering(order, rounded.shape[0])[colour_label]
 
 
-def check_options(k: int, engine: str, space: str, speed: int, dither: float, rdo: float = 0.0) -> None:
+def check_options(
+    k: int, engine: str, space: str, speed: int, dither: float, rdo: float = 0.0, seed: int = 0
+) -> None:
     """Raise QuantizeOptionError for an option out of range, or for options that undo each other."""
     if not 1 <= k <= 65536:
         raise QuantizeOptionError(f"k must be 1 to 65536, got {k}")
+    try:
+        whole_seed = operator.index(seed)
+    except TypeError:
+        raise QuantizeOptionError(f"seed must be an integer 0 to {MAX_SEED}, got {seed!r}") from None
+    if not 0 <= whole_seed <= MAX_SEED:
+        raise QuantizeOptionError(f"seed must be an integer 0 to {MAX_SEED}, got {whole_seed}")
     if engine not in ENGINES:
         raise QuantizeOptionError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     if space not in SPACES:
@@ -331,7 +340,8 @@ def quantize_pixels(
     smaller file, lowering the PSNR by at most rdo dB (smoothing.py). The same pixels and options always give
     the same result.
     """
-    check_options(k, engine, space, speed, dither, rdo)
+    check_options(k, engine, space, speed, dither, rdo, seed)
+    seed = operator.index(seed)  # a numpy integer would overflow in pcg64's 32-bit arithmetic
     histogram = colour_histogram(pixels)
     if histogram.colours.shape[0] <= k:
         palette, colour_label = _exact_palette(histogram)

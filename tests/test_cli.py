@@ -312,7 +312,7 @@ def test_dither_alone_may_come_before_the_paths(photo: Path, tmp_path: Path, cap
 
 
 @pytest.mark.parametrize("value, message", [("2", "dither strength must be a number 0 to 1"),
-                                            ("nonsense", "unrecognized arguments: nonsense")])
+                                            ("nonsense", "give IN OUT, or inputs with -d OUTDIR (got 3 paths)")])
 def test_a_bad_dither_value_is_a_usage_error_that_writes_nothing(photo: Path, tmp_path: Path, capsys,
                                                                  value: str, message: str) -> None:
     out = tmp_path / "x.kmq"

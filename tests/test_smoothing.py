@@ -227,14 +227,17 @@ def test_auto_k_for_size_buys_a_larger_k_and_a_better_psnr_with_rdo(flower: np.n
     assert smoothed.k > plain.k and smoothed.psnr > plain.psnr + 0.2
 
 
-def test_rdo_with_dither_on_the_command_line_is_one_line_and_writes_nothing(tmp_path: Path, china: np.ndarray,
-                                                                            capsys) -> None:
+def test_rdo_with_dither_on_the_command_line_is_a_usage_error_that_writes_nothing(tmp_path: Path, china: np.ndarray,
+                                                                                   capsys) -> None:
+    """Options that undo each other are a usage error (exit 2, before any work), as the README says."""
     source = tmp_path / "china.png"
     Image.fromarray(china[:40, :60]).save(source)
     out = tmp_path / "out.kmq"
-    assert main(["encode", str(source), str(out), "-k", "8", "--rdo", "0.1", "--dither", "0.5"]) == 1
+    with pytest.raises(SystemExit) as stopped:
+        main(["encode", str(source), str(out), "-k", "8", "--rdo", "0.1", "--dither", "0.5"])
+    assert stopped.value.code == 2
     error = capsys.readouterr().err
-    assert "rdo and dither do not go together" in error and len(error.strip().splitlines()) == 1
+    assert "kmcodec: error: encode: --rdo and --dither do not go together" in error and "Traceback" not in error
     assert sorted(path.name for path in tmp_path.iterdir()) == ["china.png"]
 
 
