@@ -1,8 +1,25 @@
 """Read any image Pillow can open (or an array) into an (H, W, 3|4) uint8 array the quantizer can use.
 
-Conversion rules: EXIF orientation applied; greyscale and CMYK become RGB; 16-bit
-and 32-bit samples are scaled to 8 bits; alpha (LA, RGBA, PA, P with transparency)
-is kept as a 4th channel unless every pixel is fully opaque.
+Conversion rules: EXIF orientation applied; greyscale and CMYK become RGB; alpha
+(LA, RGBA, PA, P with transparency) is kept as a 4th channel unless every pixel is
+fully opaque. Samples deeper than 8 bits are scaled by a fixed rule chosen by the
+Pillow mode or the array dtype alone, never by the pixel values, so one value always
+gives the same 8-bit value whatever else the image holds:
+
+- Pillow 'I;16', 'I;16B', 'I;16L', 'I;16N' (16-bit): value >> 8.
+- Pillow 'I' (32-bit integers): taken as 16-bit samples, as Pillow opens a 16-bit PGM
+  (any maxval) as 'I' with values 0..65535: clipped to 0..65535, then >> 8.
+- Pillow 'F' (32-bit float): Pillow's own 0..255 scale, rounded half to even and
+  clipped to 0..255 (so -inf -> 0, +inf -> 255); an image with a NaN pixel is refused.
+- Arrays, by dtype: uint8 as is; uint16 (either byte order) >> 8; other integer dtypes
+  are 8-bit values, clipped to 0..255; float dtypes are 0..1 (the scikit-image and
+  matplotlib convention): value * 255, rounded half to even (float32 and float64 give
+  exactly skimage.img_as_ubyte's values; float16 is computed exactly, in float32). A
+  float array with any value outside [0, 1], or any NaN or infinity, is refused with
+  InputImageError, so no value is silently clipped or reinterpreted. Other dtypes
+  (bool, complex, object, ...) are refused.
+- Array shapes: (H, W) grey, (H, W, 1) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB,
+  (H, W, 4) RGBA.
 """
 
 from __future__ import annotations
@@ -152,7 +169,7 @@ def pil_to_pixels(image: Image.Image, *, name: str = "<input image>") -> np.ndar
         if mode in ("RGB", "RGBA"):
             pixels = rgb_pixels(image)
         elif mode.startswith("I") or mode == "F":
-            pixels = _high_depth_to_rgb(image)
+            pixels = _high_depth_to_rgb(image, name)
         elif mode == "P":
             has_alpha = "transparency" in image.info or image.palette.mode == "RGBA"
             pixels = rgb_pixels(image.convert("RGBA" if has_alpha else "RGB"))
@@ -160,6 +177,8 @@ def pil_to_pixels(image: Image.Image, *, name: str = "<input image>") -> np.ndar
             pixels = rgb_pixels(image.convert("RGBA"))
         else:  # L, 1, CMYK, YCbCr, LAB, HSV, ...
             pixels = rgb_pixels(image.convert("RGB"))
+    except InputImageError:
+        raise
     except (OSError, ValueError) as exc:
         raise InputImageError(f"{name}: cannot convert mode {mode} to RGB: {exc}") from None
     return _array_pixels(pixels)
@@ -172,33 +191,75 @@ def rgb_pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image) if shared is None else shared
 
 
-def _high_depth_to_rgb(image: Image.Image) -> np.ndarray:
-    """Scale 16-bit ('I;16*') or 32-bit ('I', 'F') greyscale to 8 bits by its nominal range."""
+def _high_depth_to_rgb(image: Image.Image, name: str = "<input image>") -> np.ndarray:
+    """Scale 16-bit ('I;16*'), 32-bit integer ('I') or float ('F') greyscale to 8-bit RGB by the mode's
+    fixed rule (module docstring), never by the pixel values."""
     values = np.asarray(image)
     if image.mode == "F":
-        grey = np.clip(np.rint(values), 0, 255).astype(np.uint8)
-    else:
-        values = values.astype(np.int64)
-        if image.mode.startswith("I;16") or values.max(initial=0) > 255:
-            grey = (np.clip(values, 0, 65535) >> 8).astype(np.uint8)
-        else:
-            grey = np.clip(values, 0, 255).astype(np.uint8)
+        if np.isnan(values.min(initial=0.0)):  # min propagates NaN: one pass, no copy
+            raise InputImageError(f"{name}: mode F image has NaN pixels, which have no grey level")
+        grey = np.rint(values)
+        np.clip(grey, 0, 255, out=grey)
+        grey = grey.astype(np.uint8)
+    elif image.mode.startswith("I;16"):
+        grey = (values >> 8).astype(np.uint8)
+    else:  # 'I': 32-bit integers taken as 16-bit samples
+        clipped = np.clip(values, 0, 65535)
+        clipped >>= 8
+        grey = clipped.astype(np.uint8)
     return np.repeat(grey[:, :, None], 3, axis=2)
 
 
+def _float_to_uint8(array: np.ndarray) -> np.ndarray:
+    """A float array in [0, 1] as uint8: value * 255, rounded half to even, computed in float32 for float16 and
+    float32 and in float64 for wider floats. skimage.img_as_ubyte computes in the input's own dtype: the same
+    for float32 and float64; a float16 product is exact in float32, where skimage's float16 product can round
+    to the wrong side of a half. Any other float array is refused."""
+    low, high = array.min(), array.max()  # NaN propagates to both, so a NaN fails the test below
+    if not (low >= 0 and high <= 1):
+        raise InputImageError(_float_range_problem(array))
+    scaled = np.multiply(array, 255, dtype=np.float32 if array.dtype.itemsize <= 4 else np.float64)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8)
+
+
+def _float_range_problem(array: np.ndarray) -> str:
+    """Say what a float array holds that the 0..1 convention cannot take (only called on refusal)."""
+    finite = np.isfinite(array)
+    odd = [word for word, test in (("NaN", np.isnan), ("+inf", np.isposinf), ("-inf", np.isneginf))
+           if test(array).any()]
+    span = ""
+    in_range = True
+    if finite.any():
+        low = array.min(where=finite, initial=np.inf)
+        high = array.max(where=finite, initial=-np.inf)
+        span = f"values from {low:g} to {high:g}"
+        in_range = low >= 0 and high <= 1
+    if not odd:
+        return f"float pixel arrays are taken as 0..1; this one has {span}: scale it to 0..1 or pass uint8"
+    odd_text = " and ".join(odd)
+    has = odd_text + (f" (other {span})" if span else "")
+    advice = f"replace the {odd_text}" + ("" if in_range else ", scale it to 0..1,")
+    return f"float pixel arrays are taken as 0..1; this one has {has}: {advice} or pass uint8"
+
+
+_SHAPES = "(H, W), (H, W, 1), (H, W, 2) grey+alpha, (H, W, 3) or (H, W, 4)"
+
+
 def _array_pixels(array: np.ndarray) -> np.ndarray:
-    """Validate and normalise an array: (H, W) grey, (H, W, 3) RGB or (H, W, 4) RGBA."""
+    """Validate and normalise an array: (H, W) or (H, W, 1) grey, (H, W, 2) grey+alpha, (H, W, 3) RGB or
+    (H, W, 4) RGBA, of any integer or float dtype (module docstring)."""
     if array.ndim == 2:
         array = array[:, :, None]
     if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
-        raise InputImageError(f"pixel array must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+        raise InputImageError(f"pixel array must be {_SHAPES}, got shape {array.shape}")
     if array.shape[0] < 1 or array.shape[1] < 1:
         raise InputImageError(f"image has no pixels ({array.shape[1]}x{array.shape[0]})")
     if array.dtype != np.uint8:
-        if array.dtype == np.uint16:
+        if array.dtype.kind == "u" and array.dtype.itemsize == 2:  # uint16, either byte order
             array = (array >> 8).astype(np.uint8)
         elif array.dtype.kind == "f":
-            array = np.clip(np.rint(array * 255.0 if array.max(initial=0) <= 1.0 else array), 0, 255).astype(np.uint8)
+            array = _float_to_uint8(array)
         elif array.dtype.kind in "ui":
             array = np.clip(array, 0, 255).astype(np.uint8)
         else:
