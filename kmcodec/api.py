@@ -70,8 +70,17 @@ def encode(
     rdo: float = 0.0,
     max_pixels: int | None = None,
 ) -> bytes:
-    """Return the .kmq bytes of a KMQImage, or of any image quantized to k colours first (see quantize)."""
-    if not isinstance(image, KMQImage):
+    """Return the .kmq bytes of a KMQImage, or of any image quantized to k colours first (see quantize).
+
+    A KMQImage is already quantized: passing k or a quantizer option with it raises TypeError, as the
+    option would otherwise be silently ignored.
+    """
+    if isinstance(image, KMQImage):
+        _refuse_quantizer_options(
+            "encode", k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
+            max_pixels=max_pixels,
+        )
+    else:
         if k is None:
             raise TypeError("encode() needs k to quantize an image that is not already a KMQImage")
         image = quantize(
@@ -82,6 +91,25 @@ def encode(
     chosen, payload = encode_labels(image.labels.reshape(-1), header, coding)
     header = dataclasses.replace(header, coding=chosen.id, payload_length=len(payload))
     return build_file(header, image.palette.tobytes(), payload)
+
+
+#: The quantizer options encode() and write() pass on to quantize(), with their defaults.
+_QUANTIZER_DEFAULTS: dict[str, object] = {
+    "seed": 0, "engine": DEFAULT_ENGINE, "space": DEFAULT_SPACE, "speed": DEFAULT_SPEED, "dither": 0.0, "rdo": 0.0,
+    "max_pixels": None,
+}
+
+
+def _refuse_quantizer_options(function: str, k: int | None, **options: object) -> None:
+    """Raise TypeError if k or a quantizer option other than its default comes with an already quantized KMQImage."""
+    given = [f"k={k!r}"] if k is not None else []
+    given += [f"{name}={value!r}" for name, value in options.items() if value != _QUANTIZER_DEFAULTS[name]]
+    if given:
+        raise TypeError(
+            f"{function}() got a KMQImage, which is already quantized, with {', '.join(given)}: these apply "
+            "only when quantizing; call quantize() with them on the original image first, then "
+            f"{function}() the result without them"
+        )
 
 
 def decode(
@@ -159,7 +187,13 @@ def write(
     """Encode an image and write it to a path (atomically) or a binary file object; return bytes written.
 
     A path is never left half-written, and an existing file is replaced only when overwrite=True.
+    A KMQImage is written as it is: k or a quantizer option with it raises TypeError (see encode).
     """
+    if isinstance(image, KMQImage):
+        _refuse_quantizer_options(
+            "write", k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
+            max_pixels=max_pixels,
+        )
     data = encode(
         image, k, coding=coding, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
         max_pixels=max_pixels,

@@ -30,6 +30,25 @@ def label_counts(labels: np.ndarray, k: int) -> np.ndarray:
     return counts
 
 
+def _palette_values(palette: object) -> np.ndarray:
+    """The palette as an array whose values are all exact uint8 values: integers (or whole floats) in 0..255.
+
+    A cast alone would wrap 300 to 44 and -1 to 255 and truncate 0.6 to 0; refuse those instead, as labels are.
+    """
+    values = np.asarray(palette)
+    if values.dtype == np.uint8:
+        return values
+    if values.dtype.kind not in "uif":
+        raise ValueError(f"palette must hold integers 0..255, got {values.dtype}")
+    if values.size:
+        if values.dtype.kind == "f" and not np.array_equal(values, np.round(values)):  # NaN is unequal too
+            raise ValueError("palette must hold whole numbers 0..255, got fractions (or NaN)")
+        low, high = values.min(), values.max()
+        if low < 0 or high > 255:
+            raise ValueError(f"palette values must be in 0..255, got {low} to {high}")
+    return values
+
+
 @dataclass(frozen=True, eq=False)
 class KMQImage:
     """A palette image: `palette` is (k, channels) uint8, `labels` is (height, width) of indices < k.
@@ -41,7 +60,7 @@ class KMQImage:
     labels: np.ndarray
 
     def __post_init__(self) -> None:
-        palette = np.array(self.palette, dtype=np.uint8, copy=True, order="C")
+        palette = np.array(_palette_values(self.palette), dtype=np.uint8, copy=True, order="C")
         if palette.ndim != 2 or palette.shape[1] not in (3, 4):
             raise ValueError(f"palette must have shape (k, 3) or (k, 4), got {palette.shape}")
         k = palette.shape[0]

@@ -1,9 +1,11 @@
 """Pillow integration: after `import kmcodec`, Image.open reads .kmq files and Image.save writes them.
 
-Files with k <= 256 open in mode P (alpha, if any, in an RGBA palette); larger
-palettes open as RGB or RGBA. Saving a P image without `colors=` stores its
-palette and indices as they are; anything else is quantized to `colors`
-(default 256) colours. The save option `coding=` picks the label coding (default "auto").
+Files with k <= 256 open in mode P (alpha, if any, in info["transparency"] as
+PngImagePlugin gives it: one index, or every entry's alpha); larger palettes open as
+RGB or RGBA. verify() checks the container and both CRCs without decoding labels.
+Saving a P image without `colors=` stores its palette and indices as they are;
+anything else is quantized to `colors` (default 256) colours. The save option
+`coding=` picks the label coding (default "auto").
 """
 
 from __future__ import annotations
@@ -53,13 +55,42 @@ class KmqImageFile(ImageFile.ImageFile):
             # as PngImagePlugin does: an RGB palette, and per-entry alpha in info["transparency"]
             if header.channels == 4:
                 rgb = bytes(value for index, value in enumerate(palette) if index % 4 != 3)
-                self.info["transparency"] = palette[3::4]
+                self.info["transparency"] = _transparency(palette[3::4])
             else:
                 rgb = palette
             self.palette = ImagePalette.raw("RGB", rgb)
         else:
             self._mode = "RGBA" if header.channels == 4 else "RGB"
+        self._kmq_start = start
         self.tile = [_tile("kmq", (0, 0, *self._size), start)]
+
+    def verify(self) -> None:
+        """Check the whole file without decoding its labels: signature, header, palette, payload length,
+        both CRC-32s (what kmcodec's container reader checks). Raise SyntaxError("broken KMQ file: ...") on
+        damage, as PngImagePlugin does for a bad CRC. Like every Pillow verify(), it must come directly after
+        open and closes the file: reopen the image to use it.
+        """
+        from .codings import check_payload_length
+        from .container import read_container
+
+        if self.fp is None:
+            raise RuntimeError("verify must be called directly after open")
+        self.fp.seek(self._kmq_start)
+        try:
+            read_container(
+                self.fp, max_pixels=DEFAULT_MAX_PIXELS, check_payload_length=check_payload_length, allow_trailing=True
+            )
+        except KMQError as exc:
+            raise SyntaxError(f"broken KMQ file: {exc}") from exc
+        super().verify()
+
+
+def _transparency(alpha: bytes) -> int | bytes:
+    """info["transparency"] as PngImagePlugin gives it: the index when exactly one entry has alpha 0 and all
+    others 255 (what GIF and other single-index formats can save), else the alpha of every entry."""
+    if alpha.count(0) == 1 and alpha.count(255) == len(alpha) - 1:
+        return alpha.index(0)
+    return alpha
 
 
 def _tile(codec: str, box: tuple[int, int, int, int], offset: int) -> tuple:
@@ -110,7 +141,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     if image is None:
         from .api import quantize
 
-        image = quantize(im, int(colors or 256), seed=seed, rdo=rdo)
+        image = quantize(im, 256 if colors is None else int(colors), seed=seed, rdo=rdo)  # colors=0 is refused there
     assert isinstance(image, KMQImage)
     fp.write(encode(image, coding=coding))
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import io
 import math
 from pathlib import Path
@@ -177,3 +178,76 @@ def test_decoded_image_is_immutable_too(quantized, coding: str) -> None:
     for array in (decoded.labels, decoded.palette):
         with pytest.raises(ValueError):
             array.flat[0] = 1
+
+
+def test_decode_wraps_its_arrays_without_the_constructors_checks(quantized, monkeypatch) -> None:
+    """KMQImage._adopt, decode's fast path, must not run the palette and label scans the constructor runs."""
+    import kmcodec.image
+
+    _, image = quantized[("chelsea", 9)]
+    data = kmcodec.encode(image)
+
+    def scan(palette):
+        raise AssertionError("decode validated the palette again")
+
+    monkeypatch.setattr(kmcodec.image, "_palette_values", scan)
+    assert kmcodec.decode(data) == image
+    with pytest.raises(AssertionError, match="validated"):
+        KMQImage(image.palette, image.labels)
+
+
+@pytest.mark.parametrize("palette, message", [
+    (np.array([[300, -1, 0], [0, 0, 0]]), "0..255, got -1 to 300"),
+    (np.array([[0, 0, 0], [0, 0, 256]], dtype=np.uint16), "0..255, got 0 to 256"),
+    (np.array([[0, 0, 0], [0, 0, -1]], dtype=np.int8), "0..255, got -1 to 0"),
+    (np.array([[0.6, 255.9, 0], [0, 0, 0]]), "whole numbers"),
+    (np.array([[np.nan, 0, 0], [0, 0, 0]]), "whole numbers"),
+    (np.array([[256.0, 0, 0], [0, 0, 0]], dtype=np.float32), "0..255"),
+    (np.array([[np.inf, 0, 0], [0, 0, 0]]), "0..255"),
+    (np.ones((2, 3), dtype=bool), "integers 0..255, got bool"),
+    (np.array([["1", "2", "3"], ["4", "5", "6"]]), "integers 0..255"),
+    (np.array([[1, 2, 3], [4, 5, 6]], dtype=object), "integers 0..255, got object"),
+])
+def test_palette_values_outside_0_to_255_are_refused_not_wrapped(palette: np.ndarray, message: str) -> None:
+    """A cast would turn 300 into 44, -1 into 255 and 255.9 into 255: the palette is checked as labels are."""
+    with pytest.raises(ValueError, match=message):
+        KMQImage(palette, np.array([[0, 1]], dtype=np.uint8))
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int16, np.uint16, np.float64, np.float32])
+def test_palette_of_any_numeric_dtype_in_range_is_kept_exactly(dtype, china: np.ndarray) -> None:
+    colours = np.concatenate([china[:2, :40].reshape(-1, 3), [[0, 0, 0], [255, 255, 255]]]).astype(np.uint8)
+    labels = (np.arange(12 * 7).reshape(12, 7) * 5) % colours.shape[0]
+    image = KMQImage(colours.astype(dtype), labels)
+    assert image.palette.dtype == np.uint8 and image == KMQImage(colours, labels)
+    assert np.array_equal(image.palette, colours)
+
+
+ENCODE_PARAMETERS = inspect.signature(kmcodec.encode).parameters
+QUANTIZER_OPTIONS = ["seed", "engine", "space", "speed", "dither", "rdo", "max_pixels"]
+
+
+@pytest.mark.parametrize("option, value", [("k", 4), ("seed", 1), ("engine", "sklearn"), ("space", "oklab"),
+                                           ("speed", 9), ("dither", 1.0), ("rdo", 0.5), ("max_pixels", 10**6)])
+def test_a_kmq_image_with_k_or_a_quantizer_option_is_refused(option: str, value, quantized, tmp_path: Path) -> None:
+    """The options would be silently ignored: the image is already quantized."""
+    _, image = quantized[("flower.jpg", 5)]
+    with pytest.raises(TypeError, match=rf"encode\(\) got a KMQImage, which is already quantized, with {option}="):
+        kmcodec.encode(image, **{option: value})
+    with pytest.raises(TypeError, match=r"write\(\) got a KMQImage.*call quantize\(\)"):
+        kmcodec.write(tmp_path / "x.kmq", image, **{option: value})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_kmq_image_with_every_option_at_its_default_encodes_as_it_is(quantized) -> None:
+    """The refusal compares with the signatures' own defaults: passing them explicitly changes nothing."""
+    _, image = quantized[("flower.jpg", 5)]
+    defaults = {name: ENCODE_PARAMETERS[name].default for name in QUANTIZER_OPTIONS}
+    assert set(ENCODE_PARAMETERS) - {"image", "k", "coding"} == set(QUANTIZER_OPTIONS)  # a new one: check it too
+    write_parameters = inspect.signature(kmcodec.write).parameters
+    assert {name: write_parameters[name].default for name in QUANTIZER_OPTIONS} == defaults
+    data = kmcodec.encode(image, coding="raw")
+    assert kmcodec.encode(image, coding="raw", **defaults) == data
+    buffer = io.BytesIO()
+    assert kmcodec.write(buffer, image, coding="raw", **defaults) == len(data) and buffer.getvalue() == data
+    assert kmcodec.decode(data) == image

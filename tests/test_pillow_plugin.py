@@ -148,3 +148,79 @@ def test_open_works_on_a_pillow_without_tile_named_tuples(monkeypatch: pytest.Mo
         assert picture.tile == [("kmq", (0, 0, 640, 427), 0, None)]
         picture.load()
         assert picture.mode == "P" and np.array_equal(np.asarray(picture), np.asarray(expected))
+
+
+@pytest.mark.parametrize("colors", [0, -3])
+def test_save_refuses_colors_zero_as_it_refuses_negative_colors(crop: Image.Image, colors: int) -> None:
+    """Only an absent colors= means the default, 256; colors=0 is not a request for it."""
+    buffer = io.BytesIO()
+    with pytest.raises(kmcodec.KMQError, match=f"k must be 1 to 65536, got {colors}"):
+        crop.save(buffer, format="KMQ", colors=colors)
+    assert buffer.getvalue() == b""
+
+
+@pytest.mark.parametrize("name", ["ok-example-3x2-rgb-k3.kmq", "ok-k0257-b9-rgb-19x21.kmq", "ok-context-k0064-rgba-64x48.kmq"])
+def test_verify_passes_a_valid_file_which_then_reopens(name: str) -> None:
+    image = Image.open(VECTORS / name)
+    image.verify()
+    assert image.fp is None  # Pillow's contract: verify closes the file; reopen the image to use it
+    with Image.open(VECTORS / name) as reopened:
+        pixels = reopened.convert(kmcodec.read(VECTORS / name).mode)
+    assert np.array_equal(np.asarray(pixels), kmcodec.read(VECTORS / name).to_array())
+
+
+@pytest.mark.parametrize("name, detail", [
+    ("bad-flipbit-payload.kmq", "trailer: CRC-32 mismatch"),
+    ("bad-checksum-trailer.kmq", "trailer: CRC-32 mismatch"),
+    ("bad-truncated-in-payload.kmq", "payload: file ends at offset"),
+    ("bad-truncated-in-trailer.kmq", "trailer: file ends at offset"),
+    ("bad-header-payload-length-plus-1.kmq", "header: payload_length is 7"),
+])
+def test_verify_finds_damage_that_open_lets_through(name: str, detail: str) -> None:
+    with Image.open(VECTORS / name) as image:
+        with pytest.raises(SyntaxError, match=f"broken KMQ file: {detail}"):
+            image.verify()
+
+
+def test_verify_checks_what_the_container_reader_checks_on_every_conformance_vector() -> None:
+    """verify() reads the whole container but decodes no labels, as PngImagePlugin checks chunk CRCs without
+    inflating: it refuses every damaged file that opens; what passes it yet fails at load is a file whose CRCs
+    are right and whose labels are not (an encoder's fault, not damage), or trailing bytes, which load ignores."""
+    passed_but_bad = set()
+    for name, entry in MANIFEST.items():
+        try:
+            image = Image.open(io.BytesIO((VECTORS / name).read_bytes()))
+        except UnidentifiedImageError:
+            assert "error" in entry, name
+            continue
+        try:
+            image.verify()
+        except SyntaxError as exc:
+            assert "error" in entry and str(exc).startswith("broken KMQ file: "), name
+            assert entry["error"] in ("checksum", "truncated", "header", "coding"), name
+        else:
+            if "error" in entry:
+                passed_but_bad.add(entry["error"])
+                assert entry["error"] in ("coding", "label", "padding", "trailing"), name
+    assert passed_but_bad == {"coding", "label", "padding", "trailing"}
+
+
+def test_one_fully_transparent_entry_opens_as_an_index_and_saves_to_gif(china: np.ndarray, tmp_path: Path) -> None:
+    """As PngImagePlugin does: info["transparency"] is an int when exactly one entry has alpha 0 and the others
+    255 (so GIF, which takes an index, can save it), and the alpha bytes otherwise."""
+    rgb = kmcodec.quantize(china[100:160, 200:290], 24)
+    hidden = int(np.bincount(rgb.labels.reshape(-1)).argmax())  # the most used colour becomes transparent
+    alpha = np.full((rgb.k, 1), 255, dtype=np.uint8)
+    alpha[hidden] = 0
+    image = kmcodec.KMQImage(np.concatenate([rgb.palette, alpha], axis=1), rgb.labels)
+    kmcodec.write(tmp_path / "p.kmq", image)
+    with Image.open(tmp_path / "p.kmq") as opened:
+        assert opened.info["transparency"] == hidden and isinstance(opened.info["transparency"], int)
+        opened.save(tmp_path / "p.gif")
+    with Image.open(tmp_path / "p.gif") as gif:
+        assert np.array_equal(np.asarray(gif.convert("RGBA")), image.to_array())
+    alpha[(hidden + 1) % rgb.k] = 254  # one entry not fully opaque: every entry's alpha, as bytes
+    partial = kmcodec.KMQImage(np.concatenate([rgb.palette, alpha], axis=1), rgb.labels)
+    kmcodec.write(tmp_path / "partial.kmq", partial)
+    with Image.open(tmp_path / "partial.kmq") as opened:
+        assert opened.info["transparency"] == alpha.tobytes()

@@ -1,0 +1,96 @@
+"""Decoded images written as pictures (picture.py): what each format cannot hold is refused up front, whatever
+Pillow raises while writing is an OutputFormatError, and a failed write leaves no file behind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import kmcodec
+from kmcodec.errors import OutputFormatError
+from kmcodec.picture import JPEG_MAX_DIMENSION, picture_format, save_picture
+
+VECTORS = Path(__file__).resolve().parent.parent / "spec" / "vectors"
+#: 70000x1 pixels: too wide for GIF, TGA, PCX, SGI and AVIF (16-bit sizes or encoder limits) and for JPEG.
+WIDE = VECTORS / "ok-k0001-b0-rgb-70000x1.kmq"
+
+
+def written(path: Path, mode: str) -> np.ndarray:
+    with Image.open(path) as picture:
+        return np.asarray(picture.convert(mode))
+
+
+@pytest.mark.parametrize("extension", [".gif", ".tga", ".pcx", ".sgi", ".avif"])
+def test_any_pillow_failure_is_an_output_format_error_and_leaves_nothing(extension: str, tmp_path: Path) -> None:
+    """Pillow's writers raise OverflowError (GIF, TGA, PCX), struct.error (SGI) or RuntimeError (AVIF) on a
+    70000-pixel side: each becomes one OutputFormatError naming the file and the format."""
+    if extension == ".avif" and "AVIF" not in Image.SAVE:
+        pytest.skip("this Pillow cannot write AVIF")
+    image_format = picture_format(extension)
+    target = tmp_path / f"wide{extension}"
+    with pytest.raises(OutputFormatError) as caught:
+        save_picture(kmcodec.read(WIDE), target, image_format, overwrite=False)
+    assert str(caught.value).startswith(f"{target}: cannot write {image_format}: ")
+    assert "70000x1" in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("raised", [MemoryError, KeyboardInterrupt])
+def test_memory_error_and_interrupt_propagate_as_themselves(raised: type, tmp_path: Path, monkeypatch) -> None:
+    def failing_save(self, fp, format=None, **params) -> None:
+        fp.write(b"partial")
+        raise raised()
+
+    monkeypatch.setattr(Image.Image, "save", failing_save)
+    with pytest.raises(raised):
+        save_picture(kmcodec.read(VECTORS / "ok-k0016-b4-rgb-13x1.kmq"), tmp_path / "x.png", "PNG", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("extension", [".jpg", ".mpo", ".pdf"])
+def test_jpeg_coding_refuses_sides_over_65500_pixels_before_libjpeg_prints(
+    extension: str, tmp_path: Path, capfd: pytest.CaptureFixture
+) -> None:
+    """libjpeg writes "Maximum supported image dimension is 65500 pixels" to stderr itself: refuse first."""
+    image_format = picture_format(extension)
+    palette = np.array([[40, 90, 160]], dtype=np.uint8)
+    wide = kmcodec.KMQImage(palette, np.zeros((1, JPEG_MAX_DIMENSION + 1), dtype=np.uint8))
+    tall = kmcodec.KMQImage(palette, np.zeros((JPEG_MAX_DIMENSION + 1, 1), dtype=np.uint8))
+    for image in (wide, tall):
+        with pytest.raises(OutputFormatError, match=f"cannot write {image_format}: .*at most 65500 pixels a side"):
+            save_picture(image, tmp_path / f"x{extension}", image_format, overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+    assert capfd.readouterr().err == ""
+    widest = kmcodec.KMQImage(palette, np.zeros((1, JPEG_MAX_DIMENSION), dtype=np.uint8))
+    assert save_picture(widest, tmp_path / f"x{extension}", image_format, overwrite=False) > 0
+    if image_format != "PDF":
+        with Image.open(tmp_path / f"x{extension}") as picture:
+            assert picture.size == (JPEG_MAX_DIMENSION, 1)
+
+
+def test_gif_refuses_more_than_256_colours_and_keeps_256_exactly(tmp_path: Path) -> None:
+    too_many = kmcodec.read(VECTORS / "ok-k0257-b9-rgb-19x21.kmq")
+    with pytest.raises(OutputFormatError, match="GIF stores at most 256 colours; this image has k = 257"):
+        save_picture(too_many, tmp_path / "x.gif", "GIF", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+    full = kmcodec.read(VECTORS / "ok-k0256-b8-rgb-every-label-once-16x16.kmq")
+    save_picture(full, tmp_path / "x.gif", "GIF", overwrite=False)
+    assert np.array_equal(written(tmp_path / "x.gif", "RGB"), full.to_array())
+
+
+@pytest.mark.parametrize("k", [64, 256])
+def test_gif_keeps_every_colour_of_an_image_with_binary_alpha(k: int, china: np.ndarray, tmp_path: Path) -> None:
+    """Pillow re-quantizes an RGBA image for GIF (about a third of the opaque pixels changed at k = 64);
+    the palette written as it is keeps them all, with every alpha-0 entry on GIF's one transparent index."""
+    crop = china[100:180, 200:320]
+    alpha = np.where(crop.sum(axis=2) > 400, 0, 255).astype(np.uint8)[:, :, None]
+    image = kmcodec.quantize(np.concatenate([crop, alpha], axis=2), k)
+    assert image.channels == 4 and (image.palette[:, 3] == 0).sum() > 1 and image.k > 32
+    save_picture(image, tmp_path / "x.gif", "GIF", overwrite=False)
+    rgba, expected = written(tmp_path / "x.gif", "RGBA"), image.to_array()
+    assert np.array_equal(rgba[:, :, 3], expected[:, :, 3])
+    opaque = expected[:, :, 3] == 255
+    assert np.array_equal(rgba[opaque], expected[opaque])
