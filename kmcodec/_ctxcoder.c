@@ -14,7 +14,8 @@
  *
  * Python interface (model 3, the default, is coding 3's model; models 4 and 5 code one band of codings 4 and 5):
  *   encode(labels, width, height, k, model=3, vector=True) -> bytes
- *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2.
+ *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2 (a label >= k raises
+ *       ValueError before anything is coded).
  *       vector: code the tree walks of models 4 and 5 (labels of 1 byte) with AVX2 when the CPU has it
  *       (VECTOR_ENCODER says whether it does); the bytes are the same either way.
  *   decode(payload, width, height, k, out, model=3) -> None
@@ -690,6 +691,31 @@ static int check_model(int model) {
     return 0;
 }
 
+/* The index of the first label >= k, or -1. The walk indexes its tables by label, so a larger label would read and
+   write outside them: encode refuses it rather than trust its caller. One pass for the largest label (which the
+   compiler vectorizes), and a second only to find where, when there is one. */
+static Py_ssize_t first_label_not_below(const Py_buffer *labels, uint32_t k) {
+    Py_ssize_t count = labels->len / labels->itemsize;
+    uint32_t largest = 0;
+    if (labels->itemsize == 1) {
+        const uint8_t *values = (const uint8_t *)labels->buf;
+        uint8_t top = 0;
+        for (Py_ssize_t i = 0; i < count; i++) top = values[i] > top ? values[i] : top;
+        largest = top;
+    } else {
+        const uint16_t *values = (const uint16_t *)labels->buf;
+        uint16_t top = 0;
+        for (Py_ssize_t i = 0; i < count; i++) top = values[i] > top ? values[i] : top;
+        largest = top;
+    }
+    if (largest < k) return -1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        uint32_t value = labels->itemsize == 1 ? ((const uint8_t *)labels->buf)[i] : ((const uint16_t *)labels->buf)[i];
+        if (value >= k) return i;
+    }
+    return -1;
+}
+
 static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"labels", "width", "height", "k", "model", "vector", NULL};
     Py_buffer buf;
@@ -700,6 +726,11 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
         return NULL;
     PyObject *result = NULL;
     if (check_model(model) < 0 || check_shape(width, height, k, &buf) < 0) goto done;
+    Py_ssize_t bad = first_label_not_below(&buf, (uint32_t)k);
+    if (bad >= 0) {
+        PyErr_Format(PyExc_ValueError, "label at pixel %zd is not below k = %lu", bad, k);
+        goto done;
+    }
     if (k == 1) {
         result = PyBytes_FromStringAndSize(NULL, 0);
         goto done;

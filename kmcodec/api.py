@@ -194,6 +194,8 @@ def write(
             "write", k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
             max_pixels=max_pixels,
         )
+    if not isinstance(destination, (str, os.PathLike)):
+        _refuse_text_file(destination, "write()")  # before the encode, which may take seconds
     data = encode(
         image, k, coding=coding, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
         max_pixels=max_pixels,
@@ -224,7 +226,16 @@ def _as_stream(data: Source) -> BinaryIO:
         raise TypeError("decode() takes bytes or a binary file; use read() for a path")
     if not hasattr(data, "read"):
         raise TypeError(f"expected bytes or a binary file object, got {type(data).__name__}")
+    _refuse_text_file(data, "reading a .kmq file")
     return data  # type: ignore[return-value]
+
+
+def _refuse_text_file(handle: object, what: str) -> None:
+    """A file opened in text mode would fail deep inside with a str/bytes TypeError or a UnicodeDecodeError."""
+    if isinstance(handle, io.TextIOBase):
+        name = getattr(handle, "name", None)
+        raise TypeError(f"{what} needs a binary file (open it with 'rb' or 'wb'), got a text file"
+                        + (f" ({name})" if isinstance(name, str) else ""))
 
 
 __all__ = ["quantize", "encode", "decode", "read", "write", "read_header"]

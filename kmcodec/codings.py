@@ -305,6 +305,7 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
     both of those. Codings that do not depend on each other run at once, on all cores.
     Ties go to the lower coding id.
     """
+    _check_below_k(labels, header.k)
     if coding != AUTO:
         chosen = coding_for_name(coding)
         return chosen, chosen.encode(labels, header)
@@ -335,6 +336,15 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
         sizes[chosen.id] = len(payload)
     chosen, payload = min(candidates, key=lambda pair: (sizes[pair[0].id], pair[0].id))
     return chosen, RAW.encode(labels, header) if payload is None else payload
+
+
+def _check_below_k(labels: np.ndarray, k: int) -> None:
+    """Refuse labels >= k before any coding sees them: raw would store a wrong pixel, the others a file no decoder
+    accepts. A KMQImage checks this when it is made; this catches labels changed behind its back (one pass over
+    the labels, well under a millisecond at 4 MP)."""
+    if labels.size and int(labels.max()) >= k:
+        where = int(np.argmax(labels.reshape(-1) >= k))
+        raise LabelError(f"label {int(labels.reshape(-1)[where])} at pixel {where} is not below k = {k}")
 
 
 def _at_once(jobs: list[Callable[[], object]]) -> list:

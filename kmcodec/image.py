@@ -49,6 +49,13 @@ def _palette_values(palette: object) -> np.ndarray:
     return values
 
 
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view of an array that is made read-only too, so the view cannot be made writable again
+    (numpy refuses setflags(write=True) on a view of a read-only array): the labels' range was checked once."""
+    array.setflags(write=False)
+    return array.view()
+
+
 @dataclass(frozen=True, eq=False)
 class KMQImage:
     """A palette image: `palette` is (k, channels) uint8, `labels` is (height, width) of indices < k.
@@ -74,10 +81,8 @@ class KMQImage:
         if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= k):
             raise ValueError(f"labels must be in 0..{k - 1}")
         labels = np.array(labels, dtype=label_dtype(label_bits(k)), copy=True, order="C")
-        palette.setflags(write=False)
-        labels.setflags(write=False)
-        object.__setattr__(self, "palette", palette)
-        object.__setattr__(self, "labels", labels)
+        object.__setattr__(self, "palette", _read_only(palette))
+        object.__setattr__(self, "labels", _read_only(labels))
 
     @classmethod
     def _adopt(cls, palette: np.ndarray, labels: np.ndarray) -> "KMQImage":
@@ -92,12 +97,21 @@ class KMQImage:
                 or labels.ndim != 2 or labels.dtype != label_dtype(label_bits(k)) or not labels.flags.c_contiguous
                 or not palette.flags.c_contiguous):
             return cls(palette, labels)
-        palette.setflags(write=False)
-        labels.setflags(write=False)
         image = object.__new__(cls)
-        object.__setattr__(image, "palette", palette)
-        object.__setattr__(image, "labels", labels)
+        object.__setattr__(image, "palette", _read_only(palette))
+        object.__setattr__(image, "labels", _read_only(labels))
         return image
+
+    def __reduce__(self) -> tuple:
+        """Pickle through the constructor, so an unpickled image is checked and read-only like any other
+        (the default would restore writable arrays and skip the check that every label is below k)."""
+        return (type(self), (self.palette, self.labels))
+
+    def __copy__(self) -> "KMQImage":
+        return self  # immutable: a copy is the same image
+
+    def __deepcopy__(self, memo: dict) -> "KMQImage":
+        return self
 
     @property
     def width(self) -> int:
