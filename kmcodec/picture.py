@@ -1,11 +1,13 @@
 """Write a decoded KMQImage as an ordinary picture (PNG, WebP, GIF, ...), atomically and faithfully.
 
-One set of rules for every caller: no alpha in JPEG/BMP/PPM, no partial alpha and at most 256
+One set of rules for every caller: no alpha in JPEG/BMP/DIB/PPM, no partial alpha and at most 256
 colours in GIF, no side over 65500 pixels where libjpeg codes the pixels, WebP lossless and
 exact (transparent pixels keep their stored colours, spec section 4), PNG as a palette PNG
 (PLTE, tRNS for alpha) whenever k <= 256: the same pixels, smaller, and about twice as fast
 to write as truecolour; GIF from the palette itself, so Pillow never re-quantizes it.
-Anything Pillow raises while writing becomes an OutputFormatError and leaves no file behind.
+ICO at the image's own size (at most 256 a side), no ICNS (fixed resampled sizes), and the lossy
+formats (JPEG, AVIF) at their most faithful settings. Anything Pillow raises while writing becomes an
+OutputFormatError and leaves no file behind.
 """
 
 from __future__ import annotations
@@ -22,7 +24,16 @@ from .image import KMQImage
 if TYPE_CHECKING:
     from PIL import Image
 
-_NO_ALPHA = ("JPEG", "BMP", "PPM")
+_NO_ALPHA = ("JPEG", "BMP", "DIB", "PPM")
+#: The largest side of an ICO entry.
+ICO_MAX_SIDE = 256
+#: Options that make a lossy format as faithful as it can be: no chroma subsampling, top quality (JPEG 95: above it
+#: files grow fast for nothing the eye sees; AVIF 100 still converts to YUV, a level or two off).
+_FAITHFUL = {
+    "JPEG": {"quality": 95, "subsampling": 0},
+    "MPO": {"quality": 95, "subsampling": 0},
+    "AVIF": {"quality": 100, "subsampling": "4:4:4"},
+}
 #: Formats whose pixels Pillow codes with libjpeg (PDF too, for RGB images).
 _LIBJPEG = ("JPEG", "MPO")
 #: libjpeg's JPEG_MAX_DIMENSION: the longest side it codes.
@@ -51,6 +62,9 @@ def save_picture(image: KMQImage, target: Path, image_format: str, *, overwrite:
     """
     _check_fits(image, target, image_format)
     options: dict[str, object] = {"lossless": True, "exact": True} if image_format == "WEBP" else {}
+    options.update(_FAITHFUL.get(image_format, {}))
+    if image_format == "ICO":
+        options["sizes"] = [(image.width, image.height)]  # one entry at the image's own size (else 16x16 up to it)
     if image_format == "GIF":
         picture = _gif_picture(image)
         if "transparency" in picture.info:
@@ -93,6 +107,15 @@ def _check_fits(image: KMQImage, target: Path, image_format: str) -> None:
             )
         if image.channels == 4 and not np.isin(image.palette[:, 3], (0, 255)).all():
             raise OutputFormatError(f"{target}: GIF cannot store partial transparency; use .png or .webp")
+    if image_format == "ICO" and max(image.width, image.height) > ICO_MAX_SIDE:
+        raise OutputFormatError(
+            f"{target}: ICO holds at most {ICO_MAX_SIDE}x{ICO_MAX_SIDE} pixels, this image is "
+            f"{image.width}x{image.height}; use .png or .webp"
+        )
+    if image_format == "ICNS":
+        raise OutputFormatError(
+            f"{target}: ICNS stores square icons of fixed sizes, resampled from the image; use .png or .webp"
+        )
     # libjpeg prints "Maximum supported image dimension is 65500 pixels" to stderr before it fails
     if image_format in _LIBJPEG or (image_format == "PDF" and image.channels == 3):  # PDF codes RGB as DCTDecode
         if max(image.width, image.height) > JPEG_MAX_DIMENSION:

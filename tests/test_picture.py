@@ -94,3 +94,49 @@ def test_gif_keeps_every_colour_of_an_image_with_binary_alpha(k: int, china: np.
     assert np.array_equal(rgba[:, :, 3], expected[:, :, 3])
     opaque = expected[:, :, 3] == 255
     assert np.array_equal(rgba[opaque], expected[opaque])
+
+
+@pytest.fixture(scope="module")
+def china_k64(china: np.ndarray) -> kmcodec.KMQImage:
+    """A 160x120 crop of china.jpg at k = 64."""
+    return kmcodec.quantize(china[100:220, 200:360], 64)
+
+
+def test_ico_is_written_at_the_images_own_size(china_k64: kmcodec.KMQImage, tmp_path: Path) -> None:
+    """Pillow's default ICO sizes (16x16 up to the image) would shrink a 160x120 image to 64x48."""
+    target = tmp_path / "x.ico"
+    save_picture(china_k64, target, picture_format(".ico"), overwrite=False)
+    assert np.array_equal(written(target, "RGB"), china_k64.to_array())
+
+
+def test_ico_refuses_a_side_over_256_and_icns_is_refused(china: np.ndarray, tmp_path: Path) -> None:
+    big = kmcodec.quantize(china[:100, :300], 4)
+    with pytest.raises(OutputFormatError, match="ICO holds at most 256x256 pixels, this image is 300x100"):
+        save_picture(big, tmp_path / "x.ico", picture_format(".ico"), overwrite=False)
+    if "ICNS" in Image.SAVE:
+        with pytest.raises(OutputFormatError, match="ICNS stores square icons of fixed sizes"):
+            save_picture(big, tmp_path / "x.icns", picture_format(".icns"), overwrite=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_dib_refuses_alpha_as_bmp_does(china_k64: kmcodec.KMQImage, tmp_path: Path) -> None:
+    palette = np.concatenate([china_k64.palette, np.full((china_k64.k, 1), 255, np.uint8)], axis=1)
+    palette[0, 3] = 0
+    rgba = kmcodec.KMQImage(palette, china_k64.labels)
+    with pytest.raises(OutputFormatError, match="DIB cannot store alpha"):
+        save_picture(rgba, tmp_path / "x.dib", "DIB", overwrite=False)
+
+
+def test_jpeg_is_written_at_its_most_faithful(china_k64: kmcodec.KMQImage, tmp_path: Path) -> None:
+    """Quality 95 without chroma subsampling: far closer to the stored pixels than Pillow's default (75, 4:2:0)."""
+    target = tmp_path / "x.jpg"
+    save_picture(china_k64, target, picture_format(".jpg"), overwrite=False)
+    stored = china_k64.to_array().astype(np.int64)
+
+    def psnr(pixels: np.ndarray) -> float:
+        return float(10 * np.log10(255**2 / np.mean((pixels.astype(np.int64) - stored) ** 2)))
+
+    default = tmp_path / "default.jpg"
+    china_k64.to_pil().save(default)
+    faithful, usual = psnr(written(target, "RGB")), psnr(written(default, "RGB"))
+    assert faithful > usual + 4, (faithful, usual)
