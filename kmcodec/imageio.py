@@ -24,10 +24,8 @@ gives the same 8-bit value whatever else the image holds:
 
 from __future__ import annotations
 
-import contextlib
 import io
 import struct
-import threading
 import warnings
 import zlib
 from pathlib import Path
@@ -42,10 +40,6 @@ from .errors import InputImageError
 ImageSource = Union[str, Path, bytes, BinaryIO, np.ndarray, Image.Image]
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
-
-#: Serializes the rare temporary raise of Pillow's module-wide bomb limit (see _pillow_limit_lifted).
-_PILLOW_LIMIT_LOCK = threading.Lock()
-
 
 def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Return the image as a (height, width, 3 or 4) uint8 array: C-contiguous, or RGB viewed in 4-byte
@@ -86,26 +80,42 @@ def _check_pixel_count(width: int, height: int, max_pixels: int | None, label: s
         )
 
 
-@contextlib.contextmanager
-def _pillow_limit_lifted(max_pixels: int | None):
-    """Disable Pillow's own bomb check for the duration of one open+load when the caller set a higher limit.
-
-    Pillow raises DecompressionBombError at 2 x MAX_IMAGE_PIXELS from inside
-    Image.open (and some plugins' load), before we can apply our own limit.
-    kmcodec checks the size itself right after open, so for an explicitly
-    larger limit Pillow's check is switched off here and restored at once.
-    """
+def _above_pillows_limit(max_pixels: int | None) -> bool:
+    """Whether the caller's limit is above Pillow's own (which Image.open enforces at twice its value)."""
     ceiling = Image.MAX_IMAGE_PIXELS
-    if max_pixels is None or ceiling is None or max_pixels <= ceiling:
-        yield
-        return
-    with _PILLOW_LIMIT_LOCK:
-        saved = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = None
-        try:
-            yield
-        finally:
-            Image.MAX_IMAGE_PIXELS = saved
+    return max_pixels is not None and ceiling is not None and max_pixels > ceiling
+
+
+def _open_without_bomb_check(source: str | Path | BinaryIO) -> Image.Image:
+    """Image.open without its decompression-bomb check, for a caller whose own limit is higher (kmcodec checks
+    the size right after). Pillow has no per-call switch and setting its module-wide MAX_IMAGE_PIXELS would
+    lift the limit for every other thread's Image.open too, so this runs Image.open's plugin search itself:
+    each registered format's accept() on the first 16 bytes, then its factory, common formats first."""
+    owned = isinstance(source, (str, Path))
+    handle: BinaryIO = open(source, "rb") if owned else source  # noqa: SIM115 - the image owns it from here
+    try:
+        if not owned and not handle.seekable():
+            handle = io.BytesIO(handle.read())
+        prefix = handle.read(16)
+        for load_plugins in (Image.preinit, Image.init):
+            load_plugins()
+            for format_id in list(Image.ID):
+                factory, accept = Image.OPEN[format_id]
+                verdict = not accept or accept(prefix)
+                if not verdict or isinstance(verdict, str):  # a str is Pillow's "not this format, and why"
+                    continue
+                handle.seek(0)
+                try:
+                    image = factory(handle, str(source) if owned else "")
+                except (SyntaxError, IndexError, TypeError, struct.error):
+                    continue
+                image._exclusive_fp = owned  # close the file with the image, as Image.open arranges
+                return image
+        raise UnidentifiedImageError("cannot identify image file")
+    except BaseException:
+        if owned:
+            handle.close()
+        raise
 
 
 def _open(source: str | Path | bytes | BinaryIO, label: str, max_pixels: int | None = None) -> Image.Image:
@@ -114,10 +124,10 @@ def _open(source: str | Path | bytes | BinaryIO, label: str, max_pixels: int | N
     limit = max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS
     image = None
     try:
-        with warnings.catch_warnings(), _pillow_limit_lifted(max_pixels):
+        with warnings.catch_warnings():
             # kmcodec applies one limit itself (below); Pillow's warning between 1x and 2x its limit is redundant
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(source)
+            image = _open_without_bomb_check(source) if _above_pillows_limit(max_pixels) else Image.open(source)
             width, height = image.size
             if limit is not None and width * height > limit:
                 raise InputImageError(
@@ -143,10 +153,14 @@ def _open(source: str | Path | bytes | BinaryIO, label: str, max_pixels: int | N
             image.close()
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise InputImageError(
-            f"{label}: refused as a possible decompression bomb ({exc}); "
-            "pass a larger max_pixels / --max-pixels if the image is trusted"
-        ) from None
+        if image is not None:
+            image.close()
+        hint = (  # some plugins check frames or icon entries against Pillow's own limit while loading
+            "this format's frames are checked against Pillow's own limit: raise PIL.Image.MAX_IMAGE_PIXELS "
+            "if the image is trusted" if _above_pillows_limit(max_pixels)
+            else "pass a larger max_pixels / --max-pixels if the image is trusted"
+        )
+        raise InputImageError(f"{label}: refused as a possible decompression bomb ({exc}); {hint}") from None
     except MemoryError:
         raise InputImageError(f"{label}: not enough memory to decode the image") from None
     except (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, TypeError, zlib.error) as exc:

@@ -235,3 +235,43 @@ def test_the_real_cli_process_prints_no_traceback(tmp_path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("kmcodec: error: ") and "Traceback" not in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_a_raised_max_pixels_leaves_pillows_limit_alone_for_other_threads(monkeypatch, tmp_path) -> None:
+    """Pillow's limit is one module-wide number: lifting it for kmcodec's open would lift it for every thread's
+    Image.open. The lifted open must admit the big image without ever touching it."""
+    from PIL import PngImagePlugin
+
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
+    seen: list[object] = []
+    load = PngImagePlugin.PngImageFile.load
+
+    def watched_load(self):
+        seen.append(Image.MAX_IMAGE_PIXELS)  # what another thread's Image.open would see right now
+        return load(self)
+
+    monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", watched_load)
+    pixels = np.arange(50 * 50 * 3, dtype=np.uint8).reshape(50, 50, 3)
+    path = tmp_path / "big.png"
+    Image.fromarray(pixels).save(path)
+    data = path.read_bytes()
+
+    class Unseekable(io.RawIOBase):
+        def __init__(self) -> None:
+            self.stream = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buffer) -> int:
+            chunk = self.stream.read(len(buffer))
+            buffer[: len(chunk)] = chunk
+            return len(chunk)
+
+    for source in (path, data, io.BytesIO(data), Unseekable()):
+        assert np.array_equal(api.quantize(source, 256, max_pixels=2500).to_array(), pixels)
+    assert seen and set(seen) == {1000}
+    if Path("/proc/self/fd").is_dir():  # the file opened for the image is closed with it
+        assert not any(Path(fd).resolve() == path.resolve() for fd in Path("/proc/self/fd").iterdir())
+    with pytest.raises(InputImageError, match="not an image format Pillow can read"):
+        api.quantize(b"this is not an image at all", 2, max_pixels=2500)
