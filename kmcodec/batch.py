@@ -11,10 +11,12 @@ from __future__ import annotations
 import concurrent.futures
 import multiprocessing
 import os
+import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, Callable, Iterator, Sequence
 
 from . import __version__, api
@@ -23,6 +25,7 @@ from .autok import DEFAULT_MAX_K, quantize_and_encode
 from .errors import BatchError, KMQError
 from .imageio import load_pixels
 from .names import DEFAULT_MAX_PIXELS
+from .parallel import Terminated
 from .picture import picture_format, save_picture
 from .quantizer import DEFAULT_ENGINE
 
@@ -155,13 +158,12 @@ def plan(
 
     A file named on the command line is always tried (so a bad one is reported); a directory
     needs `recursive` and contributes the files `wanted` accepts, skipping hidden ones and
-    out_dir itself, with their paths relative to it kept under out_dir.
+    out_dir itself, with their paths relative to it kept under out_dir. Inputs that would write
+    the same output are all refused (none is written), whatever their order.
     """
     out_abs = Path(os.path.abspath(out_dir))
-    tasks: list[Task] = []
-    refused: list[FileResult] = []
+    planned: list[Task | FileResult] = []  # in the order of the inputs: a task, or an input refused up front
     seen_sources: set[Path] = set()
-    claimed: dict[Path, str] = {}
 
     def add(source: Path, relative: Path) -> None:
         source_abs = Path(os.path.abspath(source))
@@ -169,31 +171,49 @@ def plan(
             return
         seen_sources.add(source_abs)
         target_rel = relative.with_suffix(suffix)
-        target = out_abs / target_rel
-        target_name = str(out_dir / target_rel)
-        if target in claimed:
-            refused.append(
-                FileResult(
-                    str(source),
-                    target_name,
-                    False,
-                    error=f"{source}: output {target_name} is also the output of {claimed[target]}",
-                )
-            )
-            return
-        claimed[target] = str(source)
-        tasks.append(Task(source_abs, target, str(source), target_name, options))
+        planned.append(Task(source_abs, out_abs / target_rel, str(source), str(out_dir / target_rel), options))
 
     for item in inputs:
         if item.is_dir():
             if not recursive:
-                refused.append(FileResult(str(item), "", False, error=f"{item}: is a directory (use --recursive)"))
+                planned.append(FileResult(str(item), "", False, error=f"{item}: is a directory (use --recursive)"))
                 continue
             for path in _walk(item, out_abs):
                 if wanted(path):
                     add(path, path.relative_to(item))
         else:
             add(item, Path(item.name))
+    return _refuse_shared_outputs(planned)
+
+
+def _refuse_shared_outputs(planned: Sequence[Task | FileResult]) -> tuple[list[Task], list[FileResult]]:
+    """Split the plan into tasks and refusals, refusing every input whose output another input would also
+    write: all of them, so that which one is written never depends on the order of the inputs."""
+    writers: dict[Path, list[str]] = {}
+    for entry in planned:
+        if isinstance(entry, Task):
+            writers.setdefault(entry.target, []).append(entry.source_name)
+    tasks: list[Task] = []
+    refused: list[FileResult] = []
+    for entry in planned:
+        if isinstance(entry, FileResult):
+            refused.append(entry)
+            continue
+        sharing = writers[entry.target]
+        if len(sharing) == 1:
+            tasks.append(entry)
+            continue
+        others = [name for name in sharing if name != entry.source_name]
+        listed = others[0] if len(others) == 1 else f"{', '.join(others[:-1])} and {others[-1]}"
+        nobody = "neither is written" if len(sharing) == 2 else f"none of the {len(sharing)} is written"
+        refused.append(
+            FileResult(
+                entry.source_name,
+                entry.target_name,
+                False,
+                error=f"{entry.source_name}: output {entry.target_name} is also the output of {listed}; {nobody}",
+            )
+        )
     return tasks, refused
 
 
@@ -289,7 +309,11 @@ def run_tasks(
     jobs: int = 1,
     scheduler: str | None = None,
 ) -> list[FileResult]:
-    """Run every task (here, on `jobs` processes, or on a Dask scheduler) and call on_result as each ends."""
+    """Run every task (here, on `jobs` processes, or on a Dask scheduler) and call on_result as each ends.
+
+    Interrupted (Ctrl-C, or SIGTERM as parallel.Terminated), it stops its worker processes before the
+    exception goes on, so that no worker outlives the batch or writes a file after it.
+    """
     if scheduler is not None:
         return _run_on_dask(tasks, on_result, scheduler=scheduler, workers=jobs)
     results: list[FileResult] = []
@@ -299,30 +323,107 @@ def run_tasks(
             on_result(results[-1])
         return results
     context = _process_context()
-    pool = concurrent.futures.ProcessPoolExecutor(
-        max_workers=min(jobs, len(tasks)), mp_context=context, initializer=limit_threads
-    )
+    pool = None
     try:
-        futures = {pool.submit(run_task, task): task for task in tasks}
+        with _starting_helpers():
+            pool = concurrent.futures.ProcessPoolExecutor(
+                max_workers=min(jobs, len(tasks)), mp_context=context, initializer=_start_worker
+            )
+            futures = {pool.submit(_run_in_worker, task): task for task in tasks}  # starts the processes
         for future in concurrent.futures.as_completed(futures):
             results.append(_collect(future, futures[future]))
             on_result(results[-1])
+        pool.shutdown()
     except BaseException:  # interrupted: stop the workers now rather than let them finish their queue
-        _stop_pool(pool)
+        if pool is not None:
+            with _signals_held():  # a second Ctrl-C must not leave the workers half stopped
+                _stop_pool(pool)
         raise
-    pool.shutdown()
     return results
 
 
+#: The signals a batch's helper processes leave to the main process. The terminal sends Ctrl-C's SIGINT
+#: to its whole process group, and `timeout` or a service manager may send SIGTERM to all of it: the
+#: forkserver and the workers would each print a traceback or die in the middle of a file. Only the main
+#: process reacts, and it stops the helpers itself (_stop_pool, or closing the Dask cluster).
+HELD_SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM") if hasattr(signal, name))
+
+#: Seconds the workers of an interrupted batch get to unwind after SIGTERM (a file being written is removed)
+#: before they are killed; a worker in a long C loop of the quantizer holds no temporary file.
+STOP_GRACE = 5.0
+
+
+@contextmanager
+def _signals_held() -> Iterator[None]:
+    """Block SIGINT and SIGTERM in this thread for the duration; one that arrives meanwhile is delivered after."""
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, HELD_SIGNALS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+@contextmanager
+def _starting_helpers() -> Iterator[None]:
+    """Start helper processes (and threads) inside: they inherit SIGINT and SIGTERM blocked, so only this
+    process hears the terminal's Ctrl-C. A signal that arrives meanwhile reaches this process at the end.
+
+    The resource tracker is started first: starting it unblocks both signals in the thread that does.
+    """
+    if hasattr(signal, "pthread_sigmask"):
+        from multiprocessing import resource_tracker
+
+        resource_tracker.ensure_running()
+    with _signals_held():
+        yield
+
+
+def _start_worker() -> None:
+    """Initializer of a pool's worker process: one thread for BLAS/OpenMP, Ctrl-C left to the main process,
+    and SIGTERM (the main process stopping the batch) ending the worker without leaving a temporary file."""
+    limit_threads()
+    if hasattr(signal, "pthread_sigmask"):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, _stop_worker)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, HELD_SIGNALS)  # blocked since the process started
+
+
+def _stop_worker(signum: int, frame: FrameType | None) -> None:
+    """SIGTERM in a worker: a file in hand is unwound by Terminated (the atomic writer removes its temporary
+    file, then _run_in_worker ends the process); between files the worker ends at once."""
+    while frame is not None:
+        if frame.f_code is _run_in_worker.__code__:
+            raise Terminated
+        frame = frame.f_back
+    os._exit(128 + signum)
+
+
+def _run_in_worker(task: Task) -> FileResult:
+    """run_task in a pool's worker process; ended by SIGTERM, the process exits once the task has unwound."""
+    try:
+        return run_task(task)
+    except Terminated:
+        os._exit(128 + signal.SIGTERM)
+
+
 def _stop_pool(pool: concurrent.futures.ProcessPoolExecutor) -> None:
-    """Cancel what has not started and end this pool's own worker processes."""
-    processes = list(getattr(pool, "_processes", {}).values())  # the executor has no public way before 3.14
-    pool.shutdown(wait=False, cancel_futures=True)
+    """End this pool's worker processes (SIGTERM; SIGKILL after STOP_GRACE seconds), cancel what has not
+    started, and release the pool's queues (else the resource tracker reports leaked semaphores)."""
+    processes = list((getattr(pool, "_processes", None) or {}).values())  # no public way before 3.14
     for process in processes:
         if process.is_alive():
             process.terminate()
+    deadline = time.monotonic() + STOP_GRACE
     for process in processes:
-        process.join(timeout=5)
+        process.join(timeout=max(0.0, deadline - time.monotonic()))
+    for process in processes:
+        if process.is_alive():
+            process.kill()
+            process.join()
+    pool.shutdown(wait=True, cancel_futures=True)  # joins the pool's thread, which drops the queues
 
 
 def _process_context() -> multiprocessing.context.BaseContext:
@@ -371,19 +472,27 @@ def dask_client(scheduler: str, workers: int) -> Iterator[object]:
     except ImportError:
         raise BatchError(DASK_HINT) from None
     if scheduler == "local":
-        cluster = LocalCluster(
-            n_workers=max(1, workers),
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
+        cluster = client = None
         try:
-            with Client(cluster) as client:
-                yield client
+            with _starting_helpers():  # the cluster's worker processes leave Ctrl-C to this process
+                cluster = LocalCluster(
+                    n_workers=max(1, workers),
+                    threads_per_worker=1,
+                    processes=True,
+                    host="127.0.0.1",
+                    dashboard_address=None,
+                    # every file's outcome is reported from its result; Dask's own ERROR lines (a worker's
+                    # heartbeat to a scheduler closing under an interrupted batch) would only add noise
+                    silence_logs=logging.CRITICAL,
+                )
+                client = Client(cluster)
+            yield client
         finally:
-            cluster.close()
+            with _signals_held():  # interrupted or not, the workers are stopped and joined before we go on
+                if client is not None:
+                    client.close()
+                if cluster is not None:
+                    cluster.close()
         return
     try:
         client = Client(scheduler, timeout="10s")
@@ -401,33 +510,44 @@ def _run_on_dask(
     with dask_client(scheduler, workers) as client:
         from distributed import as_completed
 
-        try:
-            client.wait_for_workers(1, timeout=60)
-            versions = client.run(worker_version)
-        except Exception as exc:
-            raise BatchError(
-                f"Dask workers at {scheduler} cannot run kmcodec ({type(exc).__name__}: {exc}); "
-                f"install kmcodec {__version__} on every worker"
-            ) from None
-        wrong = {worker: version for worker, version in versions.items() if version != __version__}
-        if wrong:
-            raise BatchError(f"Dask workers run another kmcodec version than this client ({__version__}): {wrong}")
-        try:  # recent Dask schedulers unpickle the tasks too, so they need kmcodec as well
-            scheduler_version = client.run_on_scheduler(worker_version)
-        except Exception as exc:
-            first_line = (str(exc).strip().splitlines() or [""])[0]
-            raise BatchError(
-                f"the Dask scheduler at {scheduler} cannot run kmcodec ({type(exc).__name__}: {first_line}); "
-                f"install kmcodec {__version__} where the scheduler runs too"
-            ) from None
-        if scheduler_version != __version__:
-            raise BatchError(f"the Dask scheduler runs kmcodec {scheduler_version}, this client {__version__}")
-        futures = {client.submit(run_task, task, pure=False): task for task in tasks}
+        # Interrupted just as it starts a call, distributed's sync() logs a NameError traceback: hold Ctrl-C
+        # through the checks on a local cluster (up already, so they take moments) and while each result is
+        # fetched (the future is done by then).
+        with _signals_held() if scheduler == "local" else nullcontext():
+            futures = _start_on_dask(client, tasks, scheduler)
         results: list[FileResult] = []
         for future in as_completed(list(futures)):
-            results.append(_collect(future, futures[future]))
-            on_result(results[-1])
+            with _signals_held():
+                result = _collect(future, futures[future])
+            results.append(result)
+            on_result(result)
         return results
+
+
+def _start_on_dask(client: Any, tasks: Sequence[Task], scheduler: str) -> dict[Any, Task]:
+    """Check that the scheduler and the workers run this kmcodec, then submit every task."""
+    try:
+        client.wait_for_workers(1, timeout=60)
+        versions = client.run(worker_version)
+    except Exception as exc:
+        raise BatchError(
+            f"Dask workers at {scheduler} cannot run kmcodec ({type(exc).__name__}: {exc}); "
+            f"install kmcodec {__version__} on every worker"
+        ) from None
+    wrong = {worker: version for worker, version in versions.items() if version != __version__}
+    if wrong:
+        raise BatchError(f"Dask workers run another kmcodec version than this client ({__version__}): {wrong}")
+    try:  # recent Dask schedulers unpickle the tasks too, so they need kmcodec as well
+        scheduler_version = client.run_on_scheduler(worker_version)
+    except Exception as exc:
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise BatchError(
+            f"the Dask scheduler at {scheduler} cannot run kmcodec ({type(exc).__name__}: {first_line}); "
+            f"install kmcodec {__version__} where the scheduler runs too"
+        ) from None
+    if scheduler_version != __version__:
+        raise BatchError(f"the Dask scheduler runs kmcodec {scheduler_version}, this client {__version__}")
+    return {client.submit(run_task, task, pure=False): task for task in tasks}
 
 
 __all__ = [

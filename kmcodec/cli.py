@@ -2,17 +2,20 @@
 (encode, decode, info, demo, compare).
 
 Exit codes: 0 success, 1 a bad input or output (one line on stderr naming the
-file and the problem), 2 a usage error.
+file and the problem), 2 a usage error, 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
 from .atomic import OutputExistsError, atomic_output
@@ -29,7 +32,7 @@ from .names import (
     MAX_SEED,
     SPACES,
 )
-from .parallel import available_cores
+from .parallel import Terminated, available_cores, raise_terminated
 
 if TYPE_CHECKING:  # numpy itself is imported by the commands that need it (see below)
     import numpy as np
@@ -42,6 +45,8 @@ if TYPE_CHECKING:  # numpy itself is imported by the commands that need it (see 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 128 + 2  # SIGINT, as a shell reports it
+EXIT_TERMINATED = 128 + 15  # SIGTERM
 
 
 class CommandError(Exception):
@@ -141,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     choose.add_argument("-k", "--colors", dest="k", type=_k_value, help="palette size, 1 to 65536")
     choose.add_argument("--quality", type=_psnr_value, metavar="PSNR", help="auto-k: smallest k reaching PSNR dB")
     choose.add_argument("--max-bytes", type=_positive_int, metavar="N", help="auto-k: largest k whose file fits")
-    enc.add_argument("--max-k", type=_k_value, default=DEFAULT_MAX_K, help="largest k auto-k considers (default 256)")
+    enc.add_argument(
+        "--max-k", type=_k_value, default=None,
+        help=f"with --quality or --max-bytes: largest k auto-k considers (default {DEFAULT_MAX_K})",
+    )
     _add_batch_options(enc, "image")
     enc.add_argument("--seed", type=_seed_value, default=0, help="random seed; same input and seed give the same file")
     enc.add_argument(
@@ -236,11 +244,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(_dither_alone(sys.argv[1:] if argv is None else argv))
     if args.command in ("encode", "decode"):
         _split_paths(parser, args)
-    if args.command == "encode" and args.dither and args.rdo:
-        parser.error("encode: --rdo and --dither do not go together (rdo would smooth away the dithering's pattern)")
+    if args.command == "encode":
+        _check_encode_options(parser, args)
+    if args.command == "decode" and args.out_dir is not None and args.image_format is not None:
+        from .picture import picture_format
+
+        try:
+            picture_format(args.image_format)
+        except KMQError as exc:  # an unknown --format is a usage error, found before any file is touched
+            parser.error(f"decode: --format: {exc}")
     handlers = {"encode": cmd_encode, "decode": cmd_decode, "info": cmd_info, "demo": cmd_demo, "compare": cmd_compare}
+    return _run_command(handlers[args.command], args)
+
+
+def _check_encode_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Usage errors of encode options that do not go together; --max-k's default where auto-k uses it."""
+    if args.dither and args.rdo:
+        parser.error("encode: --rdo and --dither do not go together (rdo would smooth away the dithering's pattern)")
+    if args.max_k is not None and args.k is not None:
+        parser.error("encode: --max-k bounds auto-k (--quality or --max-bytes); with -k it would do nothing")
+    if args.max_k is None:
+        args.max_k = DEFAULT_MAX_K
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """For the life of a command, SIGTERM raises Terminated in the main thread, as SIGINT raises
+    KeyboardInterrupt: the command unwinds (temporary files removed, workers stopped) and says so in one
+    line. The previous handler is restored after, for a main() called in-process."""
+    if not hasattr(signal, "SIGTERM") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        return handlers[args.command](args)
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """Run one subcommand; every failure becomes one line on stderr and an exit code."""
+    try:
+        with _sigterm_raises():
+            return handler(args)
     except (KMQError, CommandError, OutputExistsError) as exc:
         _fail(str(exc))
     except BrokenPipeError:
@@ -251,7 +297,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         _fail(_os_error_message(exc))
     except KeyboardInterrupt:
         _fail("interrupted")
-        return 130
+        return EXIT_INTERRUPTED
+    except Terminated:
+        _fail("terminated")
+        return EXIT_TERMINATED
     except MemoryError:
         _fail("out of memory")
     return EXIT_FAILURE
@@ -414,11 +463,11 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         suffix, wanted, verb = ".kmq", batch.encodable, "encoded"
     else:
         extension = (args.image_format or "png").lower().lstrip(".")
-        picture_format(extension)  # an unknown format stops the batch before it starts
+        picture_format(extension)  # main() has refused an unknown --format as a usage error
         options = batch.DecodeOptions(image_format=extension, max_pixels=args.max_pixels, force=args.force)
         suffix, wanted, verb = "." + extension, batch.decodable, "decoded"
     jobs = args.jobs or available_cores()
-    args.out_dir.mkdir(parents=True, exist_ok=True)
+    _make_out_dir(args.out_dir)
     tasks, refused = batch.plan(
         args.paths, args.out_dir, suffix=suffix, options=options, recursive=args.recursive, wanted=wanted
     )
@@ -444,6 +493,24 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
         where = f"Dask ({args.scheduler})" if args.scheduler else f"{workers} process{'es' if workers > 1 else ''}"
         print(summary.describe(verb, where))
     return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+def _make_out_dir(out_dir: Path) -> None:
+    """Create a batch's OUTDIR (and its parents) unless it is a directory already; refuse a file in its way
+    (os.mkdir would say only 'File exists')."""
+    for place in (out_dir, *out_dir.parents):
+        if place.is_dir():
+            break
+        if place.is_file():
+            problem = "is a file, not a directory"
+        elif place.exists():
+            problem = "is not a directory"  # a device, a named pipe, a socket
+        elif place.is_symlink():
+            problem = "is a symbolic link to nothing, not a directory"
+        else:
+            continue  # to be created
+        raise CommandError(f"{out_dir}: {problem}" if place == out_dir else f"{out_dir}: {place} {problem}")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 #: encode options that go to the quantizer as they are, when the parser has them
@@ -507,48 +574,64 @@ def storage_figures(header: Header, file_size: int, source_size: int | None = No
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """kmcodec info FILE.kmq: header, palette and storage figures (after a full integrity check)."""
+    """kmcodec info FILE.kmq: header, palette and storage figures (after a full integrity check).
+
+    A file of a coding this decoder does not know (a later revision's) still has its header reported,
+    as spec section 5 promises; then info fails, since the payload cannot be checked.
+    """
     from . import api
     from .codings import CODINGS
     from .image import label_counts
 
+    source_size = _source_size(args.source) if args.source is not None else None
     try:
-        image = api.read(args.input, max_pixels=args.max_pixels)
         header = api.read_header(args.input)
     except KMQError as exc:
         raise _with_name(args.input, exc) from None
-    file_size = args.input.stat().st_size
-    source_size = args.source.stat().st_size if args.source else None
-    figures = storage_figures(header, file_size, source_size)
-    used = label_counts(image.labels, image.k)
-    coding = CODINGS[header.coding].name
-    palette_hex = ["#" + entry.tobytes().hex() for entry in image.palette]
-    if args.json:
-        record = {
-            "file": str(args.input),
-            "version": header.version,
-            "width": header.width,
-            "height": header.height,
-            "channels": header.channels,
-            "mode": image.mode,
-            "k": header.k,
-            "label_bits": header.label_bits,
-            "coding": coding,
-            "payload_bytes": header.payload_length,
-            "palette": palette_hex,
-            "palette_pixel_counts": used.tolist(),
-            **figures,
-        }
-        import json  # only --json needs it
-
-        print(json.dumps(record, indent=2))
-        return EXIT_OK
-    lines = [
+    known = header.coding in CODINGS
+    coding = CODINGS[header.coding].name if known else "unknown"
+    mode = "RGBA" if header.channels == 4 else "RGB"
+    header_record: dict[str, object] = {
+        "file": str(args.input),
+        "version": header.version,
+        "width": header.width,
+        "height": header.height,
+        "channels": header.channels,
+        "mode": mode,
+        "k": header.k,
+        "label_bits": header.label_bits,
+        "coding": coding,
+        "coding_id": header.coding,
+        "payload_bytes": header.payload_length,
+    }
+    header_lines = [
         f"file:           {args.input}",
         f"format:         KMQ version {header.version}, coding {header.coding} ({coding})",
-        f"size:           {header.width} x {header.height} = {header.width * header.height:,} pixels, {image.mode}",
+        f"size:           {header.width} x {header.height} = {header.width * header.height:,} pixels, {mode}",
         f"palette:        k = {header.k}, {header.label_bits} bits per label",
         f"payload:        {header.payload_length:,} bytes",
+    ]
+    if not known:
+        _print_info(header_record if args.json else header_lines)
+        sys.stdout.flush()  # the header before the error line, where both go to one file
+        codings = ", ".join(f"{number} ({each.name})" for number, each in sorted(CODINGS.items()))
+        raise CommandError(
+            f"{args.input}: coding {header.coding} is unknown to this decoder (it knows {codings}), "
+            "so the payload cannot be checked"
+        )
+    try:
+        image = api.read(args.input, max_pixels=args.max_pixels)
+    except KMQError as exc:
+        raise _with_name(args.input, exc) from None
+    file_size = args.input.stat().st_size
+    figures = storage_figures(header, file_size, source_size)
+    used = label_counts(image.labels, image.k)
+    palette_hex = ["#" + entry.tobytes().hex() for entry in image.palette]
+    if args.json:
+        _print_info({**header_record, "palette": palette_hex, "palette_pixel_counts": used.tolist(), **figures})
+        return EXIT_OK
+    lines = [
+        *header_lines,
         f"file:           {file_size:,} bytes = {figures['bits_per_pixel_file']:.3f} bits per pixel",
         f"vs 24-bit raw:  {figures['raw_rgb_bytes']:,} bytes -> {figures['ratio_to_raw_rgb']:.4f}x "
         f"({1 / figures['ratio_to_raw_rgb']:.1f}:1)",
@@ -562,8 +645,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     lines.append("palette entries (colour: pixels):")
     for index, (colour, count) in enumerate(zip(palette_hex, used.tolist())):
         lines.append(f"  {index:5d} {colour}: {count:,}")
-    print("\n".join(lines))
+    _print_info(lines)
     return EXIT_OK
+
+
+def _print_info(report: dict[str, object] | list[str]) -> None:
+    """info's output: a JSON record, or lines for people."""
+    if isinstance(report, dict):
+        import json  # only --json needs it
+
+        print(json.dumps(report, indent=2))
+    else:
+        print("\n".join(report))
+
+
+def _source_size(source: Path) -> int:
+    """The size of info's --source, which must be a regular file (a directory's size says nothing of an image)."""
+    if not source.exists():
+        raise CommandError(f"{source}: no such file (--source)")
+    if source.is_dir():
+        raise CommandError(f"{source}: is a directory, not a file (--source)")
+    if not source.is_file():
+        raise CommandError(f"{source}: is not a regular file (--source)")
+    return source.stat().st_size
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

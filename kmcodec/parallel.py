@@ -1,7 +1,8 @@
 """Running independent jobs on the cores: threads that each take the next job not yet started.
 
 The jobs are C loops that release the GIL (the context coder's bands, auto's candidate codings,
-the quantizer's k-means starts), so threads run them in parallel.
+the quantizer's k-means starts), so threads run them in parallel. Terminated is SIGTERM as an
+exception, so that a terminated command or batch worker unwinds as Ctrl-C makes it unwind.
 """
 
 from __future__ import annotations
@@ -11,6 +12,19 @@ import threading
 from typing import Callable, Sequence, TypeVar
 
 T = TypeVar("T")
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread by the handler the command line (or a batch worker) installs.
+
+    A BaseException, as KeyboardInterrupt is, so that no `except Exception` swallows it: the code it passes
+    through unwinds (temporary outputs are removed, worker processes stopped) and the command ends.
+    """
+
+
+def raise_terminated(signum: int, frame: object) -> None:
+    """A signal handler that raises Terminated (install it for SIGTERM, in the main thread)."""
+    raise Terminated
 
 
 def available_cores() -> int:

@@ -189,10 +189,67 @@ def test_plan_names_outputs_and_refuses_clashes(inputs, tmp_path):
     (out / "old.png").write_bytes(inputs["china"].read_bytes())
     tasks, refused = plan([folder, inputs["china"]], out, suffix=".kmq", options=EncodeOptions(k=4), recursive=True)
     names = [task.target.relative_to(out.resolve()).as_posix() for task in tasks]
-    assert names == ["broken.kmq", "china.kmq", "flower.kmq", "sub/astronaut.kmq"]
-    assert tasks[1].source.name == "china.jpg"  # walked in sorted order, so china.jpg claims china.kmq first
-    # china.png clashes with it (and naming it again on the command line adds nothing)
+    assert names == ["broken.kmq", "flower.kmq", "sub/astronaut.kmq"]
+    # china.jpg and china.png would both write china.kmq: both are refused (naming china.png again adds nothing)
     assert [r.error for r in refused] == [
-        f"{folder / 'china.png'}: output {out / 'china.kmq'} is also the output of {folder / 'china.jpg'}"
+        f"{folder / 'china.jpg'}: output {out / 'china.kmq'} is also the output of {folder / 'china.png'}; "
+        "neither is written",
+        f"{folder / 'china.png'}: output {out / 'china.kmq'} is also the output of {folder / 'china.jpg'}; "
+        "neither is written",
     ]
     assert all(task.source.is_absolute() and task.target.is_absolute() for task in tasks)  # what remote workers need
+
+
+@pytest.mark.parametrize("recursive", [False, True])
+def test_inputs_sharing_an_output_are_all_refused_in_any_order(inputs, tmp_path, capsys, recursive):
+    """README: two inputs that would write the same output are refused; none of them may win by its place."""
+    folder = tmp_path / "same"
+    folder.mkdir()
+    png, jpg, tif = folder / "a.png", folder / "a.jpg", folder / "a.tif"
+    png.write_bytes(inputs["china"].read_bytes())
+    Image.open(inputs["flower"]).save(jpg)
+    Image.open(inputs["flower"]).save(tif)
+    other = inputs["astronaut"]
+    for order in ([png, jpg, other], [other, jpg, png], [tif, other, png, jpg]):
+        out = tmp_path / f"out-{'-'.join(p.suffix[1:] for p in order)}-{recursive}"
+        argv = [str(folder), str(other), "-r"] if recursive else list(map(str, order))
+        code = main(["encode", *argv, "-d", str(out), "-k", "4", "-j", "1", "-q"])
+        err = capsys.readouterr().err
+        assert code == 1
+        sharing = [p for p in (png, jpg, tif) if p in order or recursive]
+        errors = err.splitlines()
+        assert len(errors) == len(sharing), err
+        for path in sharing:
+            line = next(line for line in errors if line.startswith(f"kmcodec: error: {path}: "))
+            assert f"output {out / 'a.kmq'} is also the output of" in line
+            assert all(str(others) in line for others in sharing if others != path)
+        assert sorted(p.name for p in out.iterdir()) == ["astronaut.kmq"]  # none of the a.* is written
+        if recursive:
+            break  # the walk has one order
+
+
+def test_an_out_dir_that_is_a_file_is_refused_in_one_line(inputs, tmp_path, capsys):
+    taken = tmp_path / "three.png"
+    taken.write_bytes(b"a file")
+    for out_dir, expected in ((taken, f"{taken}: is a file, not a directory"),
+                              (taken / "sub", f"{taken / 'sub'}: {taken} is a file, not a directory")):
+        code = main(["encode", str(inputs["china"]), "-d", str(out_dir), "-k", "4"])
+        captured = capsys.readouterr()
+        assert code == 1
+        assert captured.err == f"kmcodec: error: {expected}\n"
+        assert captured.out == ""
+    assert taken.read_bytes() == b"a file" and sorted(p.name for p in tmp_path.iterdir()) == ["in", "three.png"]
+
+
+def test_an_unknown_batch_format_is_a_usage_error(inputs, tmp_path, capsys):
+    kmq = tmp_path / "kmq"
+    assert main(["encode", str(inputs["china"]), "-d", str(kmq), "-k", "4", "-q"]) == 0
+    with pytest.raises(SystemExit) as exit_info:
+        main(["decode", str(kmq), "-r", "-d", str(tmp_path / "png"), "--format", "bogus"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage:" in err
+    assert err.splitlines()[-1] == (
+        "kmcodec: error: decode: --format: cannot write images with extension '.bogus' (try .png or .webp)"
+    )
+    assert not (tmp_path / "png").exists()  # refused before anything was made

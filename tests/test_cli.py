@@ -101,12 +101,98 @@ def test_missing_input_exits_1(tmp_path: Path, capsys) -> None:
                                     "bad-limit-4294967295x4294967295.kmq", "bad-coding-255.kmq"])
 def test_corrupt_kmq_exits_1_naming_file_and_problem(vector: str, tmp_path: Path, capsys) -> None:
     source = ROOT / "spec" / "vectors" / vector
-    for command in (["decode", str(source), str(tmp_path / "out.png")], ["info", str(source)]):
+    commands = [["decode", str(source), str(tmp_path / "out.png")]]
+    if "coding" not in vector:  # info reports the header of a reserved coding: see the test below
+        commands.append(["info", str(source)])
+    for command in commands:
         code, stdout, stderr = run_cli(capsys, *command)
         assert code == 1
         assert_one_line_error(stderr, vector)
         assert stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def reserved_coding_file(path: Path, coding: int = 6) -> Path:
+    """A well-formed .kmq (spec/kmq.md sections 2-6) of a 4x2 RGB image, k = 3, whose coding is reserved."""
+    import struct
+    import zlib
+
+    palette, payload = bytes([255, 0, 0, 0, 255, 0, 0, 0, 255]), b"\x12\x34\x56"
+    fields = b"\x89KMQ\r\n\x1a\n" + struct.pack(">BBBBIIIQ", 1, 3, coding, 2, 4, 2, 3, len(payload))
+    trailer = struct.pack(">I", zlib.crc32(payload, zlib.crc32(palette)))
+    path.write_bytes(fields + struct.pack(">I", zlib.crc32(fields)) + palette + payload + trailer)
+    return path
+
+
+@pytest.mark.parametrize("coding", [6, 128, 255])
+def test_info_reports_the_header_of_a_reserved_coding_then_fails(coding: int, tmp_path: Path, capsys) -> None:
+    """spec/kmq.md section 5: a version-1 decoder can always read and report the header of a version-1 file."""
+    source = reserved_coding_file(tmp_path / f"coding{coding}.kmq", coding)
+    code, stdout, stderr = run_cli(capsys, "info", str(source))
+    assert code == 1
+    assert stdout.splitlines() == [
+        f"file:           {source}",
+        f"format:         KMQ version 1, coding {coding} (unknown)",
+        "size:           4 x 2 = 8 pixels, RGB",
+        "palette:        k = 3, 2 bits per label",
+        "payload:        3 bytes",
+    ]
+    assert_one_line_error(stderr, str(source), f"coding {coding} is unknown", "payload cannot be checked")
+    code, stdout, stderr = run_cli(capsys, "info", str(source), "--json")
+    assert code == 1
+    assert json.loads(stdout) == {
+        "file": str(source), "version": 1, "width": 4, "height": 2, "channels": 3, "mode": "RGB", "k": 3,
+        "label_bits": 2, "coding": "unknown", "coding_id": coding, "payload_bytes": 3,
+    }
+    assert_one_line_error(stderr, f"coding {coding} is unknown")
+    with pytest.raises(kmcodec.CodingError):
+        kmcodec.read(source)  # the file is well formed but for its coding: decoding it stays an error
+
+
+def test_info_of_the_reserved_coding_vectors(capsys) -> None:
+    for vector in ("bad-coding-128.kmq", "bad-coding-255.kmq"):
+        code, stdout, stderr = run_cli(capsys, "info", str(ROOT / "spec" / "vectors" / vector))
+        assert code == 1
+        assert "format:         KMQ version 1, coding" in stdout and "(unknown)" in stdout
+        assert_one_line_error(stderr, vector, "is unknown", "payload cannot be checked")
+
+
+@pytest.mark.parametrize("kind", ["directory", "missing", "fifo"])
+def test_info_refuses_a_source_that_is_not_a_file(kind: str, photo: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.kmq"
+    assert run_cli(capsys, "encode", str(photo), str(out), "-k", "4", "-q")[0] == 0
+    source = tmp_path / "source"
+    if kind == "directory":
+        source.mkdir()
+    elif kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("named pipes are POSIX")
+        os.mkfifo(source)
+    expected = {"directory": "is a directory, not a file", "missing": "no such file",
+                "fifo": "is not a regular file"}[kind]
+    for extra in ([], ["--json"]):
+        code, stdout, stderr = run_cli(capsys, "info", str(out), "--source", str(source), *extra)
+        assert code == 1
+        assert stdout == ""
+        assert_one_line_error(stderr, str(source), expected, "--source")
+
+
+def test_max_k_goes_with_auto_k_only(photo: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "x.kmq"
+    code, _, stderr = run_cli(capsys, "encode", str(photo), str(out), "-k", "4", "--max-k", "8")
+    assert code == 2
+    assert "--max-k" in stderr and "auto-k" in stderr and "Traceback" not in stderr
+    code, _, stderr = run_cli(capsys, "encode", str(photo), "-d", str(tmp_path / "batch"), "-k", "4", "--max-k", "8")
+    assert code == 2 and "--max-k" in stderr
+    assert list(tmp_path.iterdir()) == []
+    # with auto-k it bounds the search: 25 dB takes k = 8 on this photo, out of reach below k = 4
+    code, _, stderr = run_cli(capsys, "encode", str(photo), str(out), "--quality", "25", "--max-k", "4")
+    assert code == 1
+    assert_one_line_error(stderr, str(photo), "k <= 4", "--max-k")
+    assert not out.exists()
+    code, stdout, stderr = run_cli(capsys, "encode", str(photo), str(out), "--quality", "25")  # default 256
+    assert code == 0, stderr
+    assert "auto-k: k=8" in stdout and kmcodec.read(out).k == 8
 
 
 @pytest.mark.parametrize("argv", [
