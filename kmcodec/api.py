@@ -20,7 +20,7 @@ from .container import HEADER_SIZE, Header, build_file, parse_header, read_conta
 from .errors import CodingError, KMQError, LabelError, LimitError
 from .names import DEFAULT_MAX_PIXELS
 from .image import KMQImage
-from .imageio import ImageSource, load_pixels
+from .imageio import ImageSource, load_pixels, require_binary_reader, require_binary_writer
 from .quantizer import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, quantize_pixels
 
 PathLike = Union[str, os.PathLike]
@@ -195,7 +195,7 @@ def write(
             max_pixels=max_pixels,
         )
     if not isinstance(destination, (str, os.PathLike)):
-        _refuse_text_file(destination, "write()")  # before the encode, which may take seconds
+        require_binary_writer(destination, "write()")  # before the encode, which may take seconds
     data = encode(
         image, k, coding=coding, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo,
         max_pixels=max_pixels,
@@ -226,16 +226,8 @@ def _as_stream(data: Source) -> BinaryIO:
         raise TypeError("decode() takes bytes or a binary file; use read() for a path")
     if not hasattr(data, "read"):
         raise TypeError(f"expected bytes or a binary file object, got {type(data).__name__}")
-    _refuse_text_file(data, "reading a .kmq file")
+    require_binary_reader(data, "reading a .kmq file")
     return data  # type: ignore[return-value]
-
-
-def _refuse_text_file(handle: object, what: str) -> None:
-    """A file opened in text mode would fail deep inside with a str/bytes TypeError or a UnicodeDecodeError."""
-    if isinstance(handle, io.TextIOBase):
-        name = getattr(handle, "name", None)
-        raise TypeError(f"{what} needs a binary file (open it with 'rb' or 'wb'), got a text file"
-                        + (f" ({name})" if isinstance(name, str) else ""))
 
 
 __all__ = ["quantize", "encode", "decode", "read", "write", "read_header"]

@@ -25,6 +25,7 @@ gives the same 8-bit value whatever else the image holds:
 from __future__ import annotations
 
 import io
+import numbers
 import struct
 import warnings
 import zlib
@@ -49,8 +50,10 @@ def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int
     PIL.Image.MAX_IMAGE_PIXELS) is refused with InputImageError before its pixel
     data is decoded; a larger max_pixels admits big trusted images.
     """
-    if max_pixels is not None and max_pixels < 1:
-        raise ValueError(f"max_pixels must be >= 1, got {max_pixels}")
+    if max_pixels is not None and (
+        not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, (bool, np.bool_)) or max_pixels < 1
+    ):
+        raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     if isinstance(source, np.ndarray):
         if source.ndim >= 2:
             _check_pixel_count(source.shape[1], source.shape[0], max_pixels, "pixel array")
@@ -58,12 +61,47 @@ def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int
     if isinstance(source, Image.Image):
         _check_pixel_count(source.width, source.height, max_pixels, name or "<input image>")
         return pil_to_pixels(source)
+    if not isinstance(source, (str, Path, bytes, bytearray, memoryview)):
+        if not hasattr(source, "read"):
+            hint = " (a KMQImage is already quantized: encode() or write() it)" if type(source).__name__ == "KMQImage" else ""
+            raise TypeError(
+                f"cannot read an image from a {type(source).__name__}{hint}: give a path, bytes, a binary file, "
+                "a Pillow image or a numpy array"
+            )
+        require_binary_reader(source, "reading an image")
     label = name or _describe(source)
     opened = _open(source, label, max_pixels)
     try:
         return pil_to_pixels(opened, name=label)
     finally:
         opened.close()
+
+
+def require_binary_reader(handle: object, what: str) -> None:
+    """Refuse a file object that reads str (opened in text mode, or wrapped so): it would fail deep inside with a
+    UnicodeDecodeError or a str/bytes TypeError. Reading 0 bytes asks the object itself, whatever wraps it."""
+    try:
+        probe = handle.read(0)  # type: ignore[attr-defined]
+    except (OSError, ValueError, TypeError):
+        return  # not this check's business: the real read reports it
+    if not isinstance(probe, (bytes, bytearray)):
+        raise TypeError(f"{what} needs a binary file (open it with 'rb'), got one that reads text{_named(handle)}")
+
+
+def require_binary_writer(handle: object, what: str) -> None:
+    """Refuse a file object that writes str (text mode, tempfile/codecs wrappers of one): writing b'' raises
+    TypeError there and writes nothing anywhere else."""
+    try:
+        handle.write(b"")  # type: ignore[attr-defined]
+    except TypeError:
+        raise TypeError(f"{what} needs a binary file (open it with 'wb'), got one that writes text{_named(handle)}") from None
+    except (OSError, ValueError):
+        pass  # closed, or not writable: the real write reports it
+
+
+def _named(handle: object) -> str:
+    name = getattr(handle, "name", None)
+    return f" ({name})" if isinstance(name, str) else ""
 
 
 def _describe(source: object) -> str:

@@ -128,8 +128,11 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     options = im.encoderinfo
     colors = options.get("colors")
     coding = options.get("coding", "auto")
-    seed = int(options.get("seed", 0))
-    rdo = float(options.get("rdo", 0.0))
+    seed = options.get("seed", 0)  # passed as given: the quantizer refuses 1.9, "16" or True rather than truncate
+    rdo = options.get("rdo", 0.0)
+    if im.mode == "P" and "transparency" in options:  # save(..., transparency=i) as PNG and GIF take it
+        im = im.copy()
+        im.info["transparency"] = options["transparency"]
     if im.mode == "P" and colors is None:
         if rdo:
             from .quantizer import QuantizeOptionError
@@ -141,7 +144,7 @@ def _save(im: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     if image is None:
         from .api import quantize
 
-        image = quantize(im, 256 if colors is None else int(colors), seed=seed, rdo=rdo)  # colors=0 is refused there
+        image = quantize(im, 256 if colors is None else colors, seed=seed, rdo=rdo)  # colors=0 is refused there
     assert isinstance(image, KMQImage)
     fp.write(encode(image, coding=coding))
 

@@ -17,6 +17,7 @@ Engines:
 
 from __future__ import annotations
 
+import numbers
 import operator
 from dataclasses import dataclass
 
@@ -294,18 +295,25 @@ def finish_palette(
     return rounded[order], renumbering(order, rounded.shape[0])[colour_label]
 
 
+def _is_integer(value: object) -> bool:
+    """An int or numpy integer, not a bool (True is an int to Python, and never meant as k = 1)."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_options(
     k: int, engine: str, space: str, speed: int, dither: float, rdo: float = 0.0, seed: int = 0
 ) -> None:
-    """Raise QuantizeOptionError for an option out of range, or for options that undo each other."""
-    if not 1 <= k <= 65536:
-        raise QuantizeOptionError(f"k must be 1 to 65536, got {k}")
-    try:
-        whole_seed = operator.index(seed)
-    except TypeError:
-        raise QuantizeOptionError(f"seed must be an integer 0 to {MAX_SEED}, got {seed!r}") from None
-    if not 0 <= whole_seed <= MAX_SEED:
-        raise QuantizeOptionError(f"seed must be an integer 0 to {MAX_SEED}, got {whole_seed}")
+    """Raise QuantizeOptionError for an option out of range or of the wrong type (True for k, 1.9 for a seed, "16"
+    for colors: refused, not truncated), or for options that undo each other."""
+    if not _is_integer(k) or not 1 <= k <= 65536:
+        raise QuantizeOptionError(f"k must be an integer 1 to 65536, got {k!r}")
+    if not _is_integer(seed) or not 0 <= seed <= MAX_SEED:
+        raise QuantizeOptionError(f"seed must be an integer 0 to {MAX_SEED}, got {seed!r}")
+    if not _is_integer(speed):
+        raise QuantizeOptionError(f"speed must be an integer 1 (best) to 10 (fastest), got {speed!r}")
+    for name, value in (("dither strength", dither), ("rdo", rdo)):
+        if not isinstance(value, numbers.Real) or (name == "rdo" and isinstance(value, (bool, np.bool_))):
+            raise QuantizeOptionError(f"{name} must be a number, got {value!r}")
     if engine not in ENGINES:
         raise QuantizeOptionError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
     if space not in SPACES:

@@ -154,7 +154,7 @@ def test_open_works_on_a_pillow_without_tile_named_tuples(monkeypatch: pytest.Mo
 def test_save_refuses_colors_zero_as_it_refuses_negative_colors(crop: Image.Image, colors: int) -> None:
     """Only an absent colors= means the default, 256; colors=0 is not a request for it."""
     buffer = io.BytesIO()
-    with pytest.raises(kmcodec.KMQError, match=f"k must be 1 to 65536, got {colors}"):
+    with pytest.raises(kmcodec.KMQError, match=f"k must be an integer 1 to 65536, got {colors}"):
         crop.save(buffer, format="KMQ", colors=colors)
     assert buffer.getvalue() == b""
 
