@@ -39,7 +39,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     named = Path(path)
     if not overwrite and (named.exists() or named.is_symlink()):
         raise _exists_error(named)
-    target = Path(os.path.realpath(named)) if named.is_symlink() else named
+    target = _followed(named) if named.is_symlink() else named
     if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory", str(named))
     if target.exists() and not target.is_file():
@@ -66,6 +66,19 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+def _followed(link: Path) -> Path:
+    """Where a symbolic link leads (a link to nothing leads to the file it names, which is then created, as `>`
+    creates it); a loop of links is refused as the shell refuses it, rather than replaced by a regular file."""
+    try:
+        return link.resolve(strict=True)
+    except FileNotFoundError:
+        return Path(os.path.realpath(link))
+    except (RuntimeError, OSError) as exc:  # RuntimeError: Python < 3.13's "Symlink loop"
+        if isinstance(exc, OSError) and exc.errno != errno.ELOOP:
+            raise
+        raise OSError(errno.ELOOP, "too many levels of symbolic links", str(link)) from None
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ OutputFormatError and leaves no file behind.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
 _NO_ALPHA = ("JPEG", "BMP", "DIB", "PPM")
 #: The largest side of an ICO entry.
 ICO_MAX_SIDE = 256
+#: libavif's default decoding limits (AVIF_DEFAULT_IMAGE_DIMENSION_LIMIT, AVIF_DEFAULT_IMAGE_SIZE_LIMIT): Pillow
+#: writes larger AVIF files that it, and most readers, then cannot open.
+AVIF_MAX_SIDE = 32768
+AVIF_MAX_PIXELS = 16384 * 16384
 #: Options that make a lossy format as faithful as it can be: no chroma subsampling, top quality (JPEG 95: above it
 #: files grow fast for nothing the eye sees; AVIF 100 still converts to YUV, a level or two off).
 _FAITHFUL = {
@@ -74,8 +79,10 @@ def save_picture(image: KMQImage, target: Path, image_format: str, *, overwrite:
     else:
         picture = image.to_pil()
     with atomic_output(target, overwrite=overwrite) as handle:
+        seekable = handle.seekable()
+        sink = handle if seekable else io.BytesIO()  # a pipe: Pillow's writers tell() and seek (TIFF, PDF, ICO)
         try:
-            picture.save(handle, format=image_format, **options)
+            picture.save(sink, format=image_format, **options)
         except MemoryError:
             raise
         except (OSError, ValueError, KeyError) as exc:
@@ -85,8 +92,12 @@ def save_picture(image: KMQImage, target: Path, image_format: str, *, overwrite:
                 f"{target}: cannot write {image_format}: {_exception_name(exc)}: {exc} "
                 f"(the image is {image.width}x{image.height} pixels)"
             ) from exc
+        if not seekable:
+            data = sink.getvalue()
+            handle.write(data)
+            return len(data)
         handle.flush()
-        return handle.tell()
+        return handle.seek(0, io.SEEK_END)  # the size: some writers (ICO, TIFF) end back at a header they filled in
 
 
 def _exception_name(exc: BaseException) -> str:
@@ -111,6 +122,13 @@ def _check_fits(image: KMQImage, target: Path, image_format: str) -> None:
         raise OutputFormatError(
             f"{target}: ICO holds at most {ICO_MAX_SIDE}x{ICO_MAX_SIDE} pixels, this image is "
             f"{image.width}x{image.height}; use .png or .webp"
+        )
+    if image_format == "AVIF" and (
+        max(image.width, image.height) > AVIF_MAX_SIDE or image.width * image.height > AVIF_MAX_PIXELS
+    ):
+        raise OutputFormatError(
+            f"{target}: AVIF readers (libavif) open at most {AVIF_MAX_SIDE} pixels a side and {AVIF_MAX_PIXELS} "
+            f"pixels, this image is {image.width}x{image.height}; use .png or .webp"
         )
     if image_format == "ICNS":
         raise OutputFormatError(

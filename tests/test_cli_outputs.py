@@ -134,3 +134,15 @@ def test_a_failed_write_names_the_output_and_leaves_nothing(photo: Path, tmp_pat
     assert done.returncode == 1
     assert_one_line_error(done.stderr, "big.kmq", "cannot write the output")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_loop_of_links_is_refused_as_the_shell_refuses_it(photo: Path, tmp_path: Path, capsys) -> None:
+    """`>` fails with 'Too many levels of symbolic links'; -f must not replace the link with a regular file."""
+    first, second = tmp_path / "l1.kmq", tmp_path / "l2.kmq"
+    first.symlink_to(second)
+    second.symlink_to(first)
+    code, _, stderr = run_cli(capsys, "encode", str(photo), str(first), "-k", "4", "-f")
+    assert code == 1
+    assert_one_line_error(stderr, "l1.kmq", "too many levels of symbolic links")
+    assert first.is_symlink() and second.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["l1.kmq", "l2.kmq"]

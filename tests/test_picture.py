@@ -23,12 +23,10 @@ def written(path: Path, mode: str) -> np.ndarray:
         return np.asarray(picture.convert(mode))
 
 
-@pytest.mark.parametrize("extension", [".gif", ".tga", ".pcx", ".sgi", ".avif"])
+@pytest.mark.parametrize("extension", [".gif", ".tga", ".pcx", ".sgi"])
 def test_any_pillow_failure_is_an_output_format_error_and_leaves_nothing(extension: str, tmp_path: Path) -> None:
-    """Pillow's writers raise OverflowError (GIF, TGA, PCX), struct.error (SGI) or RuntimeError (AVIF) on a
-    70000-pixel side: each becomes one OutputFormatError naming the file and the format."""
-    if extension == ".avif" and "AVIF" not in Image.SAVE:
-        pytest.skip("this Pillow cannot write AVIF")
+    """Pillow's writers raise OverflowError (GIF, TGA, PCX) or struct.error (SGI) on a 70000-pixel side: each
+    becomes one OutputFormatError naming the file and the format (AVIF is refused before, see below)."""
     image_format = picture_format(extension)
     target = tmp_path / f"wide{extension}"
     with pytest.raises(OutputFormatError) as caught:
@@ -140,3 +138,36 @@ def test_jpeg_is_written_at_its_most_faithful(china_k64: kmcodec.KMQImage, tmp_p
     china_k64.to_pil().save(default)
     faithful, usual = psnr(written(target, "RGB")), psnr(written(default, "RGB"))
     assert faithful > usual + 4, (faithful, usual)
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("extension", [".png", ".gif", ".tif", ".ico"])
+def test_a_picture_written_into_a_named_pipe_arrives_whole(china_k64: kmcodec.KMQImage, tmp_path: Path,
+                                                            extension: str) -> None:
+    """Pillow's writers tell() and seek (TIFF, ICO go back to fill in offsets): into a pipe the picture is made
+    in memory first, then written."""
+    import os
+    import threading
+
+    fifo = tmp_path / f"pipe{extension}"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    size = save_picture(china_k64, fifo, picture_format(extension), overwrite=True)
+    reader.join(timeout=30)
+    assert size == len(received[0])
+    regular = tmp_path / f"regular{extension}"
+    assert save_picture(china_k64, regular, picture_format(extension), overwrite=False) == regular.stat().st_size
+    copy = tmp_path / f"copy{extension}"
+    copy.write_bytes(received[0])
+    assert np.array_equal(written(copy, "RGB"), china_k64.to_array())
+
+
+def test_avif_past_what_its_readers_open_is_refused(tmp_path: Path) -> None:
+    if "AVIF" not in Image.SAVE:
+        pytest.skip("this Pillow cannot write AVIF")
+    wide = kmcodec.KMQImage(np.zeros((1, 3), np.uint8), np.zeros((1, 32769), np.uint8))
+    with pytest.raises(OutputFormatError, match="AVIF readers .libavif. open at most 32768 pixels a side"):
+        save_picture(wide, tmp_path / "x.avif", "AVIF", overwrite=False)
+    assert list(tmp_path.iterdir()) == []
