@@ -1,6 +1,6 @@
 """`python -m kmcodec`: the same as the kmcodec command."""
 
-from .cli import run
+from .console import run
 
 if __name__ == "__main__":
     run()

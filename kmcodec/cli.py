@@ -11,11 +11,12 @@ import argparse
 import contextlib
 import os
 import signal
+import stat
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterator, NoReturn, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
 from .atomic import OutputExistsError, atomic_output
@@ -38,6 +39,7 @@ if TYPE_CHECKING:  # numpy itself is imported by the commands that need it (see 
     import numpy as np
 
     from .container import Header
+    from .image import KMQImage
 
 # The codec (numpy) is imported inside each command, so that parsing arguments stays light and an
 # encode can decode its input picture while numpy loads (prefetch.py).
@@ -109,26 +111,42 @@ def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
 
 class _IntermixedParser(argparse.ArgumentParser):
     """A subcommand parser that takes options between its paths (`encode in.png -k 16 out.kmq`), as
-    parse_intermixed_args does; plain argparse stops collecting positionals at the first option."""
+    parse_intermixed_args does; plain argparse stops collecting positionals at the first option.
+
+    Everything after the first `--` is a path, whatever it looks like (`encode -k 8 -- -in.png out.kmq`):
+    argparse's intermixed mode loses the `--` in its first pass (options only) and then reads `-in.png`
+    as options, so that pass is given the words before `--` alone and the rest is handed to the second
+    pass (positionals) behind a `--` of its own. Abbreviated options are not taken (`--out` is not
+    `--out-dir`).
+    """
 
     def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
-        self._intermixing = False
+        self._after_separator: list[str] | None = None  # set while parse_known_intermixed_args runs
+        self._first_pass = False
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if self._intermixing:  # parse_known_intermixed_args calls back in here, twice
-            return super().parse_known_args(args, namespace)
-        self._intermixing = True
+        if self._after_separator is not None:  # parse_known_intermixed_args calls back in here, twice
+            if not self._first_pass:
+                return super().parse_known_args(args, namespace)
+            self._first_pass = False  # the options pass: the words before `--`; the paths after it wait
+            namespace, remaining = super().parse_known_args(args, namespace)
+            return namespace, ([*remaining, "--", *self._after_separator] if self._after_separator else remaining)
+        words = list(sys.argv[1:] if args is None else args)
+        split = words.index("--") if "--" in words else len(words)
+        self._after_separator, self._first_pass = words[split + 1 :], True
         try:
-            return self.parse_known_intermixed_args(args, namespace)
+            return self.parse_known_intermixed_args(words[:split], namespace)
         finally:
-            self._intermixing = False
+            self._after_separator, self._first_pass = None, False
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for all subcommands."""
     parser = argparse.ArgumentParser(
-        prog="kmcodec", description="k-means palette images in ceil(log2 k) bits per pixel (.kmq)."
+        prog="kmcodec", description="k-means palette images in ceil(log2 k) bits per pixel (.kmq).",
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=f"kmcodec {__version__}")
     commands = parser.add_subparsers(
@@ -227,10 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _dither_alone(argv: Sequence[str]) -> list[str]:
     """`--dither` followed by something that is not a number is the flag alone (strength 1), so that
-    `kmcodec encode --dither in.png out.kmq` works: argparse would take in.png for the optional strength."""
+    `kmcodec encode --dither in.png out.kmq` works: argparse would take in.png for the optional strength.
+    Words after `--` are paths and stay as they are."""
     words = list(argv)
-    for index, word in enumerate(words[:-1]):
-        if word == "--dither" and words[index + 1] != "--":
+    options = words.index("--") if "--" in words else len(words)
+    for index, word in enumerate(words[: options - 1]):
+        if word == "--dither":
             try:
                 float(words[index + 1])
             except ValueError:
@@ -289,8 +309,11 @@ def _run_command(handler: Callable[[argparse.Namespace], int], args: argparse.Na
             return handler(args)
     except (KMQError, CommandError, OutputExistsError) as exc:
         _fail(str(exc))
-    except BrokenPipeError:
-        # the reader went away (e.g. `kmcodec info x.kmq | head`): not an error of ours, say nothing
+    except BrokenPipeError as exc:
+        if exc.filename is not None:  # an output file's reader went away (a named pipe): that output failed
+            _fail(_os_error_message(exc))
+            return EXIT_FAILURE
+        # stdout's reader went away (e.g. `kmcodec info x.kmq | head`): not an error of ours, say nothing
         _silence_stdout()
         return EXIT_OK
     except OSError as exc:
@@ -351,9 +374,15 @@ def _with_name(path: Path, exc: KMQError) -> KMQError:
 
 
 #: Output names encode refuses: a .kmq file under a picture's name would fool every viewer (and the user).
+#: Every extension of a format Pillow writes (tests/test_cli_paths_and_pipes.py keeps it in step with
+#: Pillow's registry), and those of common plugins (HEIF, JPEG XL). Static, as importing Pillow to ask
+#: would delay the input's decode (prefetch.py) by ~12 ms.
 PICTURE_SUFFIXES = frozenset(
-    (".png", ".apng", ".jpg", ".jpeg", ".gif", ".webp", ".bmp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm", ".pnm",
-     ".tga", ".avif", ".heic", ".jp2", ".ico", ".pcx", ".sgi")
+    (".png", ".apng", ".jpg", ".jpeg", ".jpe", ".jfif", ".mpo", ".gif", ".webp", ".bmp", ".dib", ".tif", ".tiff",
+     ".ppm", ".pgm", ".pbm", ".pnm", ".pfm", ".tga", ".avif", ".avifs", ".heic", ".heif", ".jxl", ".jp2", ".j2k",
+     ".j2c", ".jpc", ".jpf", ".jpx", ".ico", ".icns", ".pcx", ".sgi", ".bw", ".rgb", ".rgba", ".qoi", ".dds",
+     ".blp", ".im", ".msp", ".palm", ".xbm", ".pdf", ".eps", ".ps", ".icb", ".vda", ".vst", ".emf",
+     ".wmf", ".h5", ".hdf", ".grib", ".bufr")
 )
 
 #: The interpreter's thread switch interval (s) while encode's input is decoded beside the imports.
@@ -375,6 +404,11 @@ def cmd_encode(args: argparse.Namespace) -> int:
         raise CommandError(f"{args.input}: no such file")
     if args.input.is_dir():
         raise CommandError(f"{args.input}: is a directory, not an image")
+    # A named pipe or `<(...)` can be read once only: it is not prefetched (prefetch.py) but read whole
+    # below. A device is left to Pillow, which reads just what it needs to say whether it is a picture.
+    status = args.input.stat()
+    read_once = stat.S_ISFIFO(status.st_mode) or stat.S_ISSOCK(status.st_mode)
+    input_bytes = status.st_size if stat.S_ISREG(status.st_mode) else 0  # 0: not known, not shown
     started = time.perf_counter()
     from .prefetch import PicturePrefetch
 
@@ -393,7 +427,10 @@ def cmd_encode(args: argparse.Namespace) -> int:
     finally:
         sys.setswitchinterval(switch_interval)
     packed = prefetch.pixels()
-    source = packed if packed is not None else args.input if picture is None else picture
+    source = packed if packed is not None else picture if picture is not None else args.input
+    if source is args.input and read_once:
+        source = _read_once(args.input)
+        input_bytes = len(source)
     try:
         image, data, choice = quantize_and_encode(
             load_pixels(source, name=str(args.input), max_pixels=args.max_pixels),
@@ -413,12 +450,23 @@ def cmd_encode(args: argparse.Namespace) -> int:
         print(
             f"{args.input} -> {args.output}: {image.width}x{image.height} {image.mode}, k={image.k}, "
             f"{image.label_bits} bits/pixel raw, coding {CODINGS[data[10]].name}, {len(data):,} bytes "
-            f"({len(data) / raw:.3f}x {8 * image.channels}-bit raw, "
-            f"{len(data) / args.input.stat().st_size:.3f}x input), {elapsed:.2f} s"
+            f"({len(data) / raw:.3f}x {8 * image.channels}-bit raw"
+            + (f", {len(data) / input_bytes:.3f}x input" if input_bytes else "")
+            + f"), {elapsed:.2f} s"
         )
         if choice is not None:
             print(f"auto-k: {choice.describe()}")
     return EXIT_OK
+
+
+def _read_once(path: Path) -> bytes:
+    """The whole of an input that can be read only once (a named pipe, `<(...)`, a socket): read here into
+    memory, rather than opened again by each reader (the second open would wait for a writer forever)."""
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise CommandError(f"{path}: cannot read the input: {exc.strerror or exc}") from None
 
 
 def cmd_decode(args: argparse.Namespace) -> int:
@@ -496,8 +544,15 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
 
 
 def _make_out_dir(out_dir: Path) -> None:
-    """Create a batch's OUTDIR (and its parents) unless it is a directory already; refuse a file in its way
-    (os.mkdir would say only 'File exists')."""
+    """Create an output directory (a batch's OUTDIR, demo's --out) and its parents unless it is a directory
+    already; refuse a file in its way (os.mkdir would say only 'File exists')."""
+    _check_out_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """Refuse an output directory that could not be made: it, or one of its parents, exists as something
+    other than a directory. Creates nothing, so a command can check before its work and make it after."""
     for place in (out_dir, *out_dir.parents):
         if place.is_dir():
             break
@@ -510,7 +565,6 @@ def _make_out_dir(out_dir: Path) -> None:
         else:
             continue  # to be created
         raise CommandError(f"{out_dir}: {problem}" if place == out_dir else f"{out_dir}: {place} {problem}")
-    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 #: encode options that go to the quantizer as they are, when the parser has them
@@ -576,18 +630,15 @@ def storage_figures(header: Header, file_size: int, source_size: int | None = No
 def cmd_info(args: argparse.Namespace) -> int:
     """kmcodec info FILE.kmq: header, palette and storage figures (after a full integrity check).
 
-    A file of a coding this decoder does not know (a later revision's) still has its header reported,
-    as spec section 5 promises; then info fails, since the payload cannot be checked.
+    A file of a coding this decoder does not know (a later revision's) is checked as far as it can be (its
+    length and CRCs); an intact one has its header reported, as spec section 5 promises, then info fails,
+    since its labels cannot be decoded. Damage is reported as damage, whatever the coding.
     """
-    from . import api
     from .codings import CODINGS
     from .image import label_counts
 
     source_size = _source_size(args.source) if args.source is not None else None
-    try:
-        header = api.read_header(args.input)
-    except KMQError as exc:
-        raise _with_name(args.input, exc) from None
+    header, image = _read_kmq_once(args.input, args.max_pixels)
     known = header.coding in CODINGS
     coding = CODINGS[header.coding].name if known else "unknown"
     mode = "RGBA" if header.channels == 4 else "RGB"
@@ -611,19 +662,15 @@ def cmd_info(args: argparse.Namespace) -> int:
         f"palette:        k = {header.k}, {header.label_bits} bits per label",
         f"payload:        {header.payload_length:,} bytes",
     ]
-    if not known:
+    if image is None:
         _print_info(header_record if args.json else header_lines)
         sys.stdout.flush()  # the header before the error line, where both go to one file
         codings = ", ".join(f"{number} ({each.name})" for number, each in sorted(CODINGS.items()))
         raise CommandError(
-            f"{args.input}: coding {header.coding} is unknown to this decoder (it knows {codings}), "
-            "so the payload cannot be checked"
+            f"{args.input}: the container is intact (its length and CRCs check), but coding {header.coding} "
+            f"is unknown to this decoder (it knows {codings}), so the labels cannot be decoded"
         )
-    try:
-        image = api.read(args.input, max_pixels=args.max_pixels)
-    except KMQError as exc:
-        raise _with_name(args.input, exc) from None
-    file_size = args.input.stat().st_size
+    file_size = header.file_size  # what was read: decoding refuses a file shorter or longer
     figures = storage_figures(header, file_size, source_size)
     used = label_counts(image.labels, image.k)
     palette_hex = ["#" + entry.tobytes().hex() for entry in image.palette]
@@ -649,6 +696,53 @@ def cmd_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+#: No limit on the pixel count a header may declare, where nothing is decoded (api.read_header's own).
+_NO_PIXEL_LIMIT = 2**64
+
+
+def _read_kmq_once(path: Path, max_pixels: int) -> tuple[Header, KMQImage | None]:
+    """The header and the decoded image of a .kmq file, read through one open (a named pipe can be read once).
+
+    A coding this decoder does not know gives no image (None), only after its container has been read and
+    checked (length, trailer CRC, nothing after the end), which needs no knowledge of the coding.
+    """
+    from . import api
+    from .codings import CODINGS
+    from .container import HEADER_SIZE, read_container, read_up_to
+
+    with open(path, "rb") as handle:
+        head = read_up_to(handle, HEADER_SIZE)
+        stream = _Replayed(head, handle)
+        try:
+            header = api.read_header(head)
+            if header.coding in CODINGS:
+                return header, api.decode(stream, max_pixels=max_pixels)
+            # no payload-length check: an unknown coding's payload may have any length
+            read_container(stream, max_pixels=_NO_PIXEL_LIMIT, check_payload_length=None)
+            return header, None
+        except KMQError as exc:
+            raise _with_name(path, exc) from None
+
+
+class _Replayed:
+    """A binary reader giving `head`, bytes already read from `rest`, again and then the rest of `rest`: a
+    file that can be read once is parsed from its start after its header was looked at."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        self._head = head
+        self._rest = rest
+
+    def read(self, size: int | None = -1) -> bytes:
+        """Up to `size` bytes (all that is left if size is None or negative); short reads are allowed."""
+        if not self._head:
+            return self._rest.read(size)
+        if size is None or size < 0:
+            data, self._head = self._head + self._rest.read(), b""
+        else:
+            data, self._head = self._head[:size], self._head[size:]
+        return data
+
+
 def _print_info(report: dict[str, object] | list[str]) -> None:
     """info's output: a JSON record, or lines for people."""
     if isinstance(report, dict):
@@ -672,6 +766,13 @@ def _source_size(source: Path) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Encode scikit-learn's china.jpg at several k and print the storage argument with real numbers."""
+    if args.out:  # checked before any work or output, as encode does; a new directory (and its parents) is made
+        _check_out_dir(args.out)
+        if args.out.is_dir():
+            for k in args.ks:
+                for suffix in (".kmq", ".png"):
+                    _check_output(args.out / f"china-k{k}{suffix}", args.force)
+        _make_out_dir(args.out)
     import numpy as np
     import sklearn.datasets
     from sklearn.datasets import load_sample_image
@@ -690,11 +791,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"{'k':>6} {'bits/px':>7} {'raw .kmq':>11} {'vs raw':>7} {'vs JPEG':>8} "
         f"{'compact .kmq':>13} {'bits/px':>7} {'PSNR dB':>8} {'time s':>7}"
     )
-    if args.out:
-        for k in args.ks:
-            for suffix in (".kmq", ".png"):
-                _check_output(args.out / f"china-k{k}{suffix}", args.force)  # before any work, as encode does
-        args.out.mkdir(parents=True, exist_ok=True)
     for k in args.ks:
         started = time.perf_counter()
         image = api.quantize(pixels, k)
@@ -732,7 +828,8 @@ def limit_blas_threads(environ: dict | None = None) -> None:
 
 
 def run() -> None:
-    """Console-script entry point (also `python -m kmcodec`)."""
+    """Run the command and end the process; the console script and `python -m kmcodec` call it through
+    kmcodec.console.run, which also reports a Ctrl-C that comes before main() handles it."""
     limit_blas_threads()
     exit_without_teardown(main())
 

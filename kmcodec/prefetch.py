@@ -82,12 +82,18 @@ def _jpeg_frame_pixels(handle) -> tuple[str, int] | None:
 
 
 class PicturePrefetch:
-    """Opens and loads one PNG or JPEG with Pillow on a daemon thread; result() gives the loaded image or None."""
+    """Opens and loads one PNG or JPEG with Pillow on a daemon thread; result() gives the loaded image or None.
+
+    Only a regular file is prefetched: a named pipe (or `<(...)`) can be read once only, and reading its
+    header here would leave nothing for the normal path (or block it waiting for a second writer).
+    """
 
     def __init__(self, path: Path, max_pixels: int | None) -> None:
         self._picture = None
         self._as_stored = False
         self._thread: threading.Thread | None = None
+        if not path.is_file():  # follows symbolic links; False for a FIFO, a device, or anything unreadable
+            return
         declared = _declared_pixels(path)
         if declared is None:
             return

@@ -137,7 +137,8 @@ def test_info_reports_the_header_of_a_reserved_coding_then_fails(coding: int, tm
         "palette:        k = 3, 2 bits per label",
         "payload:        3 bytes",
     ]
-    assert_one_line_error(stderr, str(source), f"coding {coding} is unknown", "payload cannot be checked")
+    assert_one_line_error(stderr, str(source), "container is intact", f"coding {coding} is unknown",
+                          "labels cannot be decoded")
     code, stdout, stderr = run_cli(capsys, "info", str(source), "--json")
     assert code == 1
     assert json.loads(stdout) == {
@@ -154,7 +155,30 @@ def test_info_of_the_reserved_coding_vectors(capsys) -> None:
         code, stdout, stderr = run_cli(capsys, "info", str(ROOT / "spec" / "vectors" / vector))
         assert code == 1
         assert "format:         KMQ version 1, coding" in stdout and "(unknown)" in stdout
-        assert_one_line_error(stderr, vector, "is unknown", "payload cannot be checked")
+        assert_one_line_error(stderr, vector, "container is intact", "is unknown", "labels cannot be decoded")
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("truncated", "trailer: file ends at offset 50, 2 bytes short of the 4-byte trailer"),
+    ("flipped", "trailer: CRC-32 mismatch at offset 48 over palette and payload"),
+    ("trailing", "trailer: unexpected bytes after the end of the file at offset 52"),
+    ("payload-cut", "payload: file ends at offset 46"),
+])
+def test_info_reports_damage_to_a_file_of_a_reserved_coding_as_damage(damage: str, expected: str, tmp_path: Path,
+                                                                       capsys) -> None:
+    """The length and the trailer CRC need no knowledge of the coding: a damaged file is not called intact."""
+    intact = reserved_coding_file(tmp_path / "intact.kmq").read_bytes()
+    source = tmp_path / f"{damage}.kmq"
+    flipped = bytearray(intact)
+    flipped[-6] ^= 0x10  # in the payload
+    source.write_bytes({"truncated": intact[:-2], "flipped": bytes(flipped), "trailing": intact + b"\0",
+                        "payload-cut": intact[:46]}[damage])
+    for extra in ([], ["--json"]):
+        code, stdout, stderr = run_cli(capsys, "info", str(source), *extra)
+        assert code == 1
+        assert stdout == ""  # as for damage to a file of a known coding
+        assert_one_line_error(stderr, str(source), expected)
+        assert "intact" not in stderr
 
 
 @pytest.mark.parametrize("kind", ["directory", "missing", "fifo"])
