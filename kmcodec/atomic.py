@@ -49,13 +49,17 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     directory = target.parent
     _remove_stale_temporaries(directory, target.name)
     tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part"
+    # One try from before the temporary file exists: a Ctrl-C or SIGTERM (raised as an exception) right after
+    # os.open returns, before a later try could begin, must remove the file too.
+    ours = True
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
-    except OSError as exc:
-        missing = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not directory.is_dir()
-        reason = "directory does not exist" if missing else exc.strerror
-        raise OSError(exc.errno, f"cannot create the output: {reason}", str(named)) from None
-    try:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+        except OSError as exc:
+            ours = False  # nothing was created (or, EEXIST, the name is someone else's)
+            missing = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not directory.is_dir()
+            reason = "directory does not exist" if missing else exc.strerror
+            raise OSError(exc.errno, f"cannot create the output: {reason}", str(named)) from None
         with _named_errors(named), os.fdopen(fd, "wb") as handle:
             yield handle
             handle.flush()
@@ -63,8 +67,9 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
         _publish(tmp, target, overwrite)
         _fsync_directory(directory)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        if ours:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
         raise
 
 

@@ -396,6 +396,7 @@ def _stop_worker(signum: int, frame: FrameType | None) -> None:
     file, then _run_in_worker ends the process); between files the worker ends at once."""
     while frame is not None:
         if frame.f_code is _run_in_worker.__code__:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not break off the clean-up
             raise Terminated
         frame = frame.f_back
     os._exit(128 + signum)
@@ -480,7 +481,7 @@ def dask_client(scheduler: str, workers: int) -> Iterator[object]:
                     threads_per_worker=1,
                     processes=True,
                     host="127.0.0.1",
-                    dashboard_address=None,
+                    dashboard_address=":0",  # None still serves HTTP on 8787, and a second batch warns
                     # every file's outcome is reported from its result; Dask's own ERROR lines (a worker's
                     # heartbeat to a scheduler closing under an interrupted batch) would only add noise
                     silence_logs=logging.CRITICAL,

@@ -8,6 +8,7 @@ exception, so that a terminated command or batch worker unwinds as Ctrl-C makes 
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from typing import Callable, Sequence, TypeVar
 
@@ -23,7 +24,10 @@ class Terminated(BaseException):
 
 
 def raise_terminated(signum: int, frame: object) -> None:
-    """A signal handler that raises Terminated (install it for SIGTERM, in the main thread)."""
+    """A signal handler that raises Terminated (install it for SIGTERM, in the main thread). Further SIGTERMs
+    are ignored from then on: one arriving while the first unwinds would break off its clean-up (a temporary
+    file left behind) for a command that is stopping anyway."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise Terminated
 
 
