@@ -39,13 +39,15 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     named = Path(path)
     if not overwrite and (named.exists() or named.is_symlink()):
         raise _exists_error(named)
+    if named.exists() and not named.is_file() and not named.is_dir():
+        # a device or FIFO, reached through links or not (/dev/stdout on a pipe resolves to /proc/PID/fd/pipe:[N],
+        # which is no path at all): written into through the name given
+        with _named_errors(named), open(named, "wb") as handle:
+            yield handle
+        return
     target = _followed(named) if named.is_symlink() else named
     if target.is_dir():
         raise IsADirectoryError(errno.EISDIR, "is a directory", str(named))
-    if target.exists() and not target.is_file():
-        with _named_errors(named), open(target, "wb") as handle:
-            yield handle
-        return
     directory = target.parent
     _remove_stale_temporaries(directory, target.name)
     tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part"

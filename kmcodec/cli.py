@@ -109,37 +109,49 @@ def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     args.input, args.output = args.paths
 
 
+#: Stands in for the words after `--` while argparse parses (a NUL never comes from a command line).
+_PATH_TOKEN = "\x00kmcodec-path-"
+
+
 class _IntermixedParser(argparse.ArgumentParser):
     """A subcommand parser that takes options between its paths (`encode in.png -k 16 out.kmq`), as
     parse_intermixed_args does; plain argparse stops collecting positionals at the first option.
 
-    Everything after the first `--` is a path, whatever it looks like (`encode -k 8 -- -in.png out.kmq`):
-    argparse's intermixed mode loses the `--` in its first pass (options only) and then reads `-in.png`
-    as options, so that pass is given the words before `--` alone and the rest is handed to the second
-    pass (positionals) behind a `--` of its own. Abbreviated options are not taken (`--out` is not
-    `--out-dir`).
+    Everything after the first `--` is a path, whatever it looks like (`encode -k 8 -- -in.png out.kmq`).
+    argparse's intermixed mode has mishandled `--` (Python before 3.12.8 and 3.13.1 lost it in its options
+    pass and read `-in.png` as options; later ones parse it themselves, through other internals), so no
+    argparse ever sees those words: each is replaced by a stand-in that cannot look like an option, and put
+    back once the paths are parsed. Abbreviated options are not taken (`--out` is not `--out-dir`).
     """
 
     def __init__(self, *args, **kwargs) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
-        self._after_separator: list[str] | None = None  # set while parse_known_intermixed_args runs
-        self._first_pass = False
+        self._parsing = False  # set while parse_known_intermixed_args runs (older argparse calls back in)
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if self._after_separator is not None:  # parse_known_intermixed_args calls back in here, twice
-            if not self._first_pass:
-                return super().parse_known_args(args, namespace)
-            self._first_pass = False  # the options pass: the words before `--`; the paths after it wait
-            namespace, remaining = super().parse_known_args(args, namespace)
-            return namespace, ([*remaining, "--", *self._after_separator] if self._after_separator else remaining)
+        if self._parsing:
+            return super().parse_known_args(args, namespace)
         words = list(sys.argv[1:] if args is None else args)
         split = words.index("--") if "--" in words else len(words)
-        self._after_separator, self._first_pass = words[split + 1 :], True
+        paths = {f"{_PATH_TOKEN}{index}": word for index, word in enumerate(words[split + 1 :])}
+        self._parsing = True
         try:
-            return self.parse_known_intermixed_args(words[:split], namespace)
+            namespace, extras = self.parse_known_intermixed_args([*words[:split], *paths], namespace)
         finally:
-            self._after_separator, self._first_pass = None, False
+            self._parsing = False
+        for name, value in vars(namespace).items():
+            setattr(namespace, name, _put_back(value, paths))
+        return namespace, [paths.get(word, word) for word in extras]
+
+
+def _put_back(value: object, paths: dict[str, str]) -> object:
+    """A parsed value with the stand-ins for the words after `--` replaced by those words (as str or Path)."""
+    if isinstance(value, list):
+        return [_put_back(item, paths) for item in value]
+    if isinstance(value, (str, Path)) and str(value) in paths:
+        return type(value)(paths[str(value)])
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,11 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _dither_alone(argv: Sequence[str]) -> list[str]:
     """`--dither` followed by something that is not a number is the flag alone (strength 1), so that
     `kmcodec encode --dither in.png out.kmq` works: argparse would take in.png for the optional strength.
-    Words after `--` are paths and stay as they are."""
+    Words after `--` are paths and stay as they are (`--dither --` is the flag alone too: the subcommand
+    parser hands argparse stand-ins for those paths, which it would take for the strength)."""
     words = list(argv)
     options = words.index("--") if "--" in words else len(words)
-    for index, word in enumerate(words[: options - 1]):
-        if word == "--dither":
+    for index, word in enumerate(words[:options]):
+        if word == "--dither" and index + 1 < len(words):
             try:
                 float(words[index + 1])
             except ValueError:
@@ -356,11 +369,11 @@ def _check_output(path: Path, force: bool) -> None:
     --force a symbolic link is followed and a device or FIFO written into, as the shell's `>` does."""
     if (path.exists() or path.is_symlink()) and not force:
         raise CommandError(f"{path}: output exists (use --force to replace it)")
+    if path.exists() and not path.is_file() and not path.is_dir():
+        return  # /dev/null, a named pipe, /dev/stdout on a pipe: written into, nothing is created beside it
     resolved = Path(os.path.realpath(path)) if path.is_symlink() else path
     if resolved.is_dir():
         raise CommandError(f"{path}: is a directory")
-    if resolved.exists() and not resolved.is_file():
-        return  # /dev/null, a named pipe: written into, nothing is created beside it
     parent = resolved.parent if str(resolved.parent) else Path(".")
     if not parent.is_dir():
         raise CommandError(f"{path}: directory {parent} does not exist")
@@ -429,7 +442,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
     packed = prefetch.pixels()
     source = packed if packed is not None else picture if picture is not None else args.input
     if source is args.input and read_once:
-        source = _read_once(args.input)
+        source = _read_once(args.input, args.max_pixels)
         input_bytes = len(source)
     try:
         image, data, choice = quantize_and_encode(
@@ -459,14 +472,32 @@ def cmd_encode(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _read_once(path: Path) -> bytes:
+#: A piped input may hold at most this many bytes a pixel of the pixel limit (16-bit RGBA is 8), plus room for
+#: metadata: more cannot be a picture within the limit, and the pipe might never end.
+PIPED_BYTES_PER_PIXEL = 8
+PIPED_SLACK_BYTES = 64 << 20
+
+
+def _read_once(path: Path, max_pixels: int | None) -> bytes:
     """The whole of an input that can be read only once (a named pipe, `<(...)`, a socket): read here into
-    memory, rather than opened again by each reader (the second open would wait for a writer forever)."""
+    memory, rather than opened again by each reader (the second open would wait for a writer forever), and
+    only up to what a picture within the pixel limit can take (`<(cat /dev/zero)` must not fill the memory)."""
+    if max_pixels is None:
+        from PIL import Image
+
+        max_pixels = Image.MAX_IMAGE_PIXELS or DEFAULT_MAX_PIXELS
+    limit = PIPED_BYTES_PER_PIXEL * max_pixels + PIPED_SLACK_BYTES
     try:
         with open(path, "rb") as handle:
-            return handle.read()
+            data = handle.read(limit + 1)
     except OSError as exc:
         raise CommandError(f"{path}: cannot read the input: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise CommandError(
+            f"{path}: the piped input goes on past {limit:,} bytes, more than a picture of at most {max_pixels:,} "
+            "pixels takes (raise --max-pixels for a trusted larger image)"
+        )
+    return data
 
 
 def cmd_decode(args: argparse.Namespace) -> int:

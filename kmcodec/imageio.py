@@ -132,7 +132,9 @@ def _open_without_bomb_check(source: str | Path | BinaryIO) -> Image.Image:
     owned = isinstance(source, (str, Path))
     handle: BinaryIO = open(source, "rb") if owned else source  # noqa: SIM115 - the image owns it from here
     try:
-        if not owned and not handle.seekable():
+        try:  # as Image.open: from the stream's start, or from a copy when it cannot seek
+            handle.seek(0)
+        except (AttributeError, io.UnsupportedOperation):
             handle = io.BytesIO(handle.read())
         prefix = handle.read(16)
         for load_plugins in (Image.preinit, Image.init):

@@ -377,3 +377,81 @@ def test_the_console_script_starts_at_the_light_entry_point() -> None:
     done = subprocess.run([sys.executable, "-c", "import sys, kmcodec.console; print('kmcodec.cli' in sys.modules)"],
                           capture_output=True, text=True, env=child_env(), timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_double_dash_does_not_depend_on_how_argparse_parses_intermixed_options(monkeypatch, photo: Path,
+                                                                                tmp_path: Path, capsys) -> None:
+    """Python 3.12.8 and 3.13.1 rewrote intermixed parsing (it no longer calls parse_known_args back): the words
+    after `--` must reach the paths either way. Simulated here by an intermixed parse that never calls back."""
+    import argparse
+
+    from kmcodec import cli
+
+    def without_callbacks(self, args=None, namespace=None):
+        self._parsing = False  # whatever the override does on a call back, it is not called back now
+        namespace, extras = argparse.ArgumentParser.parse_known_args(self, args, namespace)  # one plain pass
+        return namespace, extras
+
+    monkeypatch.setattr(cli._IntermixedParser, "parse_known_intermixed_args", without_callbacks)
+    (tmp_path / "-in.png").write_bytes(photo.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run_cli(capsys, "encode", "-k", "4", "-q", "--", "-in.png", "-out.kmq")
+    assert code == 0, stderr
+    assert kmcodec.read(tmp_path / "-out.kmq") == kmcodec.quantize(photo, 4)
+
+
+def test_dev_stdout_on_a_pipe_is_written_into(photo: Path) -> None:
+    """/dev/stdout on a pipe resolves to /proc/PID/fd/pipe:[N] on Linux, no path at all: it is written through
+    the name given, as `>` would."""
+    if not Path("/dev/stdout").exists():
+        pytest.skip("no /dev/stdout here")
+    done = subprocess.run([sys.executable, "-m", "kmcodec", "encode", str(photo), "/dev/stdout", "-k", "4", "-f", "-q"],
+                          capture_output=True, env=child_env(), timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == kmcodec.encode(photo, 4)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+def test_a_piped_input_is_read_only_as_far_as_the_pixel_limit_allows(photo: Path, tmp_path: Path, capsys) -> None:
+    """`<(cat /dev/zero)` would otherwise fill the memory before any header is seen."""
+    from kmcodec.cli import PIPED_BYTES_PER_PIXEL, PIPED_SLACK_BYTES
+
+    fifo = tmp_path / "endless"
+    os.mkfifo(fifo)
+    limit = PIPED_BYTES_PER_PIXEL * 1000 + PIPED_SLACK_BYTES
+
+    def feed() -> None:
+        with open(fifo, "wb") as writer:
+            try:
+                for _ in range(limit // (1 << 20) + 2):
+                    writer.write(bytes(1 << 20))
+            except BrokenPipeError:
+                pass
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    code, _, stderr = run_cli(capsys, "encode", str(fifo), str(tmp_path / "o.kmq"), "-k", "4", "--max-pixels", "1000")
+    writer.join(timeout=60)
+    assert code == 1
+    assert_one_line_error(stderr, "endless", f"past {limit:,} bytes")
+
+
+def test_a_reader_that_cannot_seek_is_read_whole_as_image_open_does() -> None:
+    """The open without Pillow's bomb check (a raised max_pixels) takes what Image.open takes."""
+    import io
+
+    from kmcodec.imageio import load_pixels
+
+    buffer = io.BytesIO()
+    pixels = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    Image.fromarray(pixels).save(buffer, format="PNG")
+
+    class ReadOnly:
+        def __init__(self) -> None:
+            self.data = io.BytesIO(buffer.getvalue())
+
+        def read(self, size: int = -1) -> bytes:
+            return self.data.read(size)
+
+    assert np.array_equal(load_pixels(ReadOnly()), pixels)
+    assert np.array_equal(load_pixels(ReadOnly(), max_pixels=10**12), pixels)
