@@ -39,9 +39,7 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     named = Path(path)
     if not overwrite and (named.exists() or named.is_symlink()):
         raise _exists_error(named)
-    if named.exists() and not named.is_file() and not named.is_dir():
-        # a device or FIFO, reached through links or not (/dev/stdout on a pipe resolves to /proc/PID/fd/pipe:[N],
-        # which is no path at all): written into through the name given
+    if is_special_file(named):  # written into through the name given, not replaced
         with _named_errors(named), open(named, "wb") as handle:
             yield handle
         return
@@ -73,6 +71,12 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
             with contextlib.suppress(OSError):
                 tmp.unlink()
         raise
+
+
+def is_special_file(path: Path) -> bool:
+    """Whether `path` (through any links) is a device or FIFO, which an output is written into, as `>` writes:
+    /dev/null, a named pipe, /dev/stdout on a pipe (which resolves to /proc/PID/fd/pipe:[N], no path at all)."""
+    return path.exists() and not path.is_file() and not path.is_dir()
 
 
 def _followed(link: Path) -> Path:

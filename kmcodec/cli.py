@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Callable, Iterator, NoReturn, Sequence
 
 from . import __version__
-from .atomic import OutputExistsError, atomic_output
+from .atomic import OutputExistsError, atomic_output, is_special_file
 from .errors import KMQError
 from .names import (
     CODING_CHOICES,
@@ -369,8 +369,8 @@ def _check_output(path: Path, force: bool) -> None:
     --force a symbolic link is followed and a device or FIFO written into, as the shell's `>` does."""
     if (path.exists() or path.is_symlink()) and not force:
         raise CommandError(f"{path}: output exists (use --force to replace it)")
-    if path.exists() and not path.is_file() and not path.is_dir():
-        return  # /dev/null, a named pipe, /dev/stdout on a pipe: written into, nothing is created beside it
+    if is_special_file(path):
+        return  # written into (atomic_output), nothing is created beside it
     resolved = Path(os.path.realpath(path)) if path.is_symlink() else path
     if resolved.is_dir():
         raise CommandError(f"{path}: is a directory")
@@ -575,8 +575,8 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
 
 
 def _make_out_dir(out_dir: Path) -> None:
-    """Create an output directory (a batch's OUTDIR, demo's --out) and its parents unless it is a directory
-    already; refuse a file in its way (os.mkdir would say only 'File exists')."""
+    """Create a batch's OUTDIR and its parents unless it is a directory already; refuse a file in its way
+    (os.mkdir would say only 'File exists')."""
     _check_out_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
@@ -803,7 +803,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             for k in args.ks:
                 for suffix in (".kmq", ".png"):
                     _check_output(args.out / f"china-k{k}{suffix}", args.force)
-        _make_out_dir(args.out)
+        args.out.mkdir(parents=True, exist_ok=True)
     import numpy as np
     import sklearn.datasets
     from sklearn.datasets import load_sample_image

@@ -51,7 +51,7 @@ def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int
     data is decoded; a larger max_pixels admits big trusted images.
     """
     if max_pixels is not None and (
-        not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, (bool, np.bool_)) or max_pixels < 1
+        not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, bool) or max_pixels < 1
     ):
         raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     if isinstance(source, np.ndarray):

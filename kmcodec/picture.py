@@ -150,18 +150,15 @@ def _gif_picture(image: KMQImage) -> "Image.Image":
     colours of an RGBA image of more than a few colours; a P image keeps them. Entries with
     alpha 0 all become the first such entry, GIF's one transparent index.
     """
-    from PIL import Image
-
     if image.channels == 3:
         return image.to_pil_palette()
-    labels = image.labels.astype(np.uint8)
+    labels = image.labels
     transparent = np.flatnonzero(image.palette[:, 3] == 0)
     if transparent.size > 1:
-        merge = np.arange(image.k, dtype=np.uint8)
+        merge = np.arange(image.k, dtype=labels.dtype)
         merge[transparent] = transparent[0]
         labels = merge[labels]
-    picture = Image.fromarray(labels, "L").convert("P")  # keeps the indices; the palette is replaced below
-    picture.putpalette(image.palette[:, :3].tobytes(), rawmode="RGB")
+    picture = KMQImage(image.palette[:, :3], labels).to_pil_palette()
     if transparent.size:
         picture.info["transparency"] = int(transparent[0])
     return picture

@@ -297,7 +297,7 @@ def finish_palette(
 
 def _is_integer(value: object) -> bool:
     """An int or numpy integer, not a bool (True is an int to Python, and never meant as k = 1)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # np.bool_ is not Integral
 
 
 def check_options(
@@ -312,7 +312,7 @@ def check_options(
     if not _is_integer(speed):
         raise QuantizeOptionError(f"speed must be an integer 1 (best) to 10 (fastest), got {speed!r}")
     for name, value in (("dither strength", dither), ("rdo", rdo)):
-        if not isinstance(value, numbers.Real) or (name == "rdo" and isinstance(value, (bool, np.bool_))):
+        if not isinstance(value, numbers.Real) or (name == "rdo" and isinstance(value, bool)):
             raise QuantizeOptionError(f"{name} must be a number, got {value!r}")
     if engine not in ENGINES:
         raise QuantizeOptionError(f"unknown engine {engine!r} (choose from {', '.join(ENGINES)})")
