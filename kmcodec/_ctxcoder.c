@@ -828,11 +828,69 @@ done:
     return result;
 }
 
+/* Coding 6 codes the transposed label image: dst = src.T, both 2-D with contiguous rows (any row strides, so a
+   column strip of a larger image is a valid dst or src). In 8 x 8 tiles: a 2048 x 2048 image takes 2.5 ms, where
+   numpy's strided copy takes 14 and 64 x 64 tiles 8 (their rows, 2048 bytes apart, share too few L1 sets). */
+#define TRANSPOSE_BLOCK 8
+#define DEFINE_TRANSPOSE(NAME, T)                                                                                  \
+static void NAME(const char *src, Py_ssize_t src_stride, char *dst, Py_ssize_t dst_stride, Py_ssize_t rows,        \
+                 Py_ssize_t cols) {                                                                                \
+    for (Py_ssize_t r0 = 0; r0 < rows; r0 += TRANSPOSE_BLOCK) {                                                    \
+        Py_ssize_t r1 = r0 + TRANSPOSE_BLOCK < rows ? r0 + TRANSPOSE_BLOCK : rows;                                 \
+        for (Py_ssize_t c0 = 0; c0 < cols; c0 += TRANSPOSE_BLOCK) {                                                \
+            Py_ssize_t c1 = c0 + TRANSPOSE_BLOCK < cols ? c0 + TRANSPOSE_BLOCK : cols;                             \
+            for (Py_ssize_t c = c0; c < c1; c++) {                                                                 \
+                T *out = (T *)(dst + c * dst_stride);                                                              \
+                for (Py_ssize_t r = r0; r < r1; r++) out[r] = ((const T *)(src + r * src_stride))[c];              \
+            }                                                                                                      \
+        }                                                                                                          \
+    }                                                                                                              \
+}
+DEFINE_TRANSPOSE(transpose_u8, uint8_t)
+DEFINE_TRANSPOSE(transpose_u16, uint16_t)
+
+static int check_matrix(const Py_buffer *view, const char *name) {
+    if (view->ndim != 2 || (view->itemsize != 1 && view->itemsize != 2) || view->strides[1] != view->itemsize ||
+        view->strides[0] < view->shape[1] * view->itemsize) {
+        PyErr_Format(PyExc_TypeError, "%s must be a 2-D array of 1- or 2-byte items with contiguous rows", name);
+        return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_transpose(PyObject *self, PyObject *args) {
+    PyObject *src_object, *dst_object;
+    if (!PyArg_ParseTuple(args, "OO", &src_object, &dst_object)) return NULL;
+    Py_buffer src, dst;
+    if (PyObject_GetBuffer(src_object, &src, PyBUF_STRIDES) < 0) return NULL;
+    if (PyObject_GetBuffer(dst_object, &dst, PyBUF_STRIDES | PyBUF_WRITABLE) < 0) {
+        PyBuffer_Release(&src);
+        return NULL;
+    }
+    PyObject *result = NULL;
+    if (check_matrix(&src, "src") < 0 || check_matrix(&dst, "dst") < 0) goto done;
+    if (src.itemsize != dst.itemsize || dst.shape[0] != src.shape[1] || dst.shape[1] != src.shape[0]) {
+        PyErr_SetString(PyExc_TypeError, "dst must have src's item size and its shape reversed");
+        goto done;
+    }
+    Py_BEGIN_ALLOW_THREADS
+    (src.itemsize == 1 ? transpose_u8 : transpose_u16)((const char *)src.buf, src.strides[0], (char *)dst.buf,
+                                                       dst.strides[0], src.shape[0], src.shape[1]);
+    Py_END_ALLOW_THREADS
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&src);
+    PyBuffer_Release(&dst);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"encode", (PyCFunction)(void (*)(void))py_encode, METH_VARARGS | METH_KEYWORDS,
      "encode(labels, width, height, k, model=3) -> bytes: context-code a label array with model 3, 4 or 5."},
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
      "decode(payload, width, height, k, out, model=3): decode labels into out (model 3, 4 or 5)."},
+    {"transpose", py_transpose, METH_VARARGS,
+     "transpose(src, dst): dst[:] = src.T for 2-D arrays of 1- or 2-byte items with contiguous rows (coding 6)."},
     {NULL, NULL, 0, NULL},
 };
 

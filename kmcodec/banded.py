@@ -1,4 +1,4 @@
-"""The band layer of codings 4 and 5 (spec sections 5.3, 5.4): labels cut into horizontal bands coded independently.
+"""The band layer of codings 4, 5 and 6 (spec sections 5.3-5.5): labels cut into horizontal bands coded independently.
 
 Independent bands are what lets one image be coded and decoded on several cores at
 once: each band is a standalone label image for the context coder, so the bands of a
@@ -42,44 +42,56 @@ def encode_bands(labels: np.ndarray, width: int, height: int, code_band: Callabl
 
     bands defaults to the reference encoder's choice (band_count_for); any 1..min(64, height) is valid.
     """
+    return encode_band_streams(width, height, lambda start, stop: code_band(labels[start * width : stop * width], stop - start),
+                               bands, workers)
+
+
+def encode_band_streams(width: int, height: int, code_rows: Callable[[int, int], bytes], bands: int | None = None,
+                        workers: int | None = None) -> bytes:
+    """The band table and streams of a width x height label image whose rows [start, stop) code_rows codes.
+
+    encode_bands gives it rows of a flat array; coding 6 gives it the columns of the image it transposes.
+    """
     bands = band_count_for(width, height) if bands is None else bands
     if not 1 <= bands <= min(MAX_BANDS, height):
         raise ValueError(f"bands must be between 1 and {min(MAX_BANDS, height)}, not {bands}")
     rows = band_rows(height, bands)
-    tasks = [lambda start=start, stop=stop: code_band(labels[start * width : stop * width], stop - start)
-             for start, stop in rows]
+    tasks = [lambda start=start, stop=stop: code_rows(start, stop) for start, stop in rows]
     streams = run_in_threads(tasks, available_cores() if workers is None else workers)
     table = _COUNT.pack(len(rows)) + struct.pack(f">{len(rows)}I", *(len(stream) for stream in streams))
     return table + b"".join(streams)
 
 
-def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Callable[[int], int]
-                ) -> list[tuple[int, int, memoryview]]:
+def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Callable[[int], int], unit: str = "rows",
+                offset: int = 0) -> list[tuple[int, int, memoryview]]:
     """Parse and check the band table (spec 5.3) before anything is allocated: (start row, stop row, stream) per band.
 
     min_stream_bytes(pixels) is the shortest stream that can hold a band of that many pixels;
     a shorter one is rejected here, so a tiny payload cannot make the decoder allocate a large image.
+    Coding 6 passes its payload after the model byte (offset 1, for the messages) and unit "columns".
     """
     if len(payload) < _COUNT.size:
-        raise CodingError(f"payload: a banded context payload of {len(payload)} bytes has no band count (2 bytes)")
+        raise CodingError(f"payload: a banded context payload of {len(payload) + offset} bytes has no band count "
+                          f"(2 bytes at payload offset {offset})")
     (bands,) = _COUNT.unpack_from(payload)
     if not 1 <= bands <= min(MAX_BANDS, height):
-        raise CodingError(f"payload: band count {bands} at payload offset 0 is not between 1 and "
-                          f"{min(MAX_BANDS, height)} (64, and at most the height {height})")
+        raise CodingError(f"payload: band count {bands} at payload offset {offset} is not between 1 and "
+                          f"{min(MAX_BANDS, height)} (64, and at most the {'height' if unit == 'rows' else 'width'} {height})")
     table_end = _COUNT.size + 4 * bands
     if len(payload) < table_end:
-        raise CodingError(f"payload: the band table of {bands} bands needs {table_end} bytes, the payload has {len(payload)}")
+        raise CodingError(f"payload: the band table of {bands} bands needs {table_end + offset} bytes, "
+                          f"the payload has {len(payload) + offset}")
     lengths = struct.unpack_from(f">{bands}I", payload, _COUNT.size)
     if table_end + sum(lengths) != len(payload):
-        raise CodingError(f"payload: the band table declares {sum(lengths)} bytes of streams after its {table_end} "
-                          f"bytes, the payload holds {len(payload) - table_end}")
+        raise CodingError(f"payload: the band table declares {sum(lengths)} bytes of streams after its "
+                          f"{table_end + offset} bytes, the payload holds {len(payload) - table_end}")
     view = memoryview(payload)
     parts = []
     offset = table_end
     for index, ((start, stop), length) in enumerate(zip(band_rows(height, bands), lengths)):
         needed = min_stream_bytes((stop - start) * width)
         if length < needed:
-            raise CodingError(f"payload: band {index} (rows {start}-{stop - 1}) has a {length}-byte stream, "
+            raise CodingError(f"payload: band {index} ({unit} {start}-{stop - 1}) has a {length}-byte stream, "
                               f"too short to hold {(stop - start) * width} labels (at least {needed} bytes)")
         parts.append((start, stop, view[offset : offset + length]))
         offset += length
@@ -89,13 +101,21 @@ def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Calla
 def decode_bands(parts: list[tuple[int, int, memoryview]], width: int, out: np.ndarray,
                  decode_band: Callable[[memoryview, int, np.ndarray], None], workers: int | None = None) -> None:
     """Decode every band into its rows of the flat label array `out`, bands in parallel threads."""
+    decode_band_streams(parts, lambda stream, start, stop: decode_band(stream, stop - start, out[start * width : stop * width]),
+                        workers)
+
+
+def decode_band_streams(parts: list[tuple[int, int, memoryview]], decode_rows: Callable[[memoryview, int, int], None],
+                        workers: int | None = None, unit: str = "rows") -> None:
+    """Run decode_rows(stream, start, stop) for every band of split_bands, in parallel threads; a band's
+    CodingError names the band and its rows (unit: "columns" for coding 6, whose coded rows are columns)."""
 
     def task(index: int, start: int, stop: int, stream: memoryview) -> Callable[[], None]:
         def run() -> None:
             try:
-                decode_band(stream, stop - start, out[start * width : stop * width])
+                decode_rows(stream, start, stop)
             except CodingError as exc:
-                raise CodingError(f"payload: band {index} (rows {start}-{stop - 1}): {exc}") from None
+                raise CodingError(f"payload: band {index} ({unit} {start}-{stop - 1}): {exc}") from None
         return run
 
     tasks = [task(index, *part) for index, part in enumerate(parts)]

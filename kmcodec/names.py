@@ -8,7 +8,7 @@ loading numpy, and an encode can decode its input while numpy loads.
 from __future__ import annotations
 
 #: Coding names by header id (spec section 5); codings.py registers a codec under each.
-CODING_NAMES = ("raw", "deflate", "lzma", "context1", "context", "context2")
+CODING_NAMES = ("raw", "deflate", "lzma", "context1", "context", "context2", "context-columns")
 #: The name that picks the smallest payload among the codings.
 AUTO = "auto"
 #: Names accepted by encoders: every coding, and auto.
