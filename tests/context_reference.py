@@ -1,7 +1,9 @@
-"""A pure-Python decoder of the context coding, written from spec/kmq.md sections 5.2, 5.3.1 and 5.4.1 alone.
+"""A pure-Python decoder of the context coding, written from spec/kmq.md sections 5.2, 5.3.1, 5.4.1 and 5.5 alone.
 
 Model 3 is coding 3's model (5.2); models 4 and 5 are the models of the bands of
-codings 4 (5.3.1) and 5 (5.4.1).
+codings 4 (5.3.1) and 5 (5.4.1). decode_columns is coding 6 (5.5): a model byte and
+the band layer of 5.3 over the transposed image, whose bands are decoded with model 4
+or 5 and transposed back (tests/banded_reference.py is the band layer of codings 4 and 5).
 Slow (tens of microseconds per pixel) and only for tests: it checks that the spec
 and the compiled kernel describe the same bitstream.
 """
@@ -237,3 +239,51 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
     if rc.pos != len(payload):
         raise StreamError(f"{len(payload) - rc.pos} bytes left over")
     return L
+
+
+#: The models a coding-6 payload may name in its first byte (spec 5.5).
+COLUMN_MODELS = (4, 5)
+
+
+def decode_columns(payload: bytes, width: int, height: int, k: int) -> list[int]:
+    """The n labels, in pixel order, of a coding-6 (context-columns) payload of a width x height image (spec 5.5);
+    StreamError for anything 5.5 rejects.
+
+    The payload is a model byte (4 or 5) and then a coding-4/5 payload of the transposed image T, which is
+    `height` labels wide and `width` labels high (T(x', y') = L(y', x')): at most `width` bands, band i holding
+    the columns floor(i*width/B) <= x < floor((i+1)*width/B), each a standalone height x h_i image for the model.
+    """
+    n = width * height
+    if k == 1:
+        if payload:
+            raise StreamError("k = 1 and the payload is not empty")
+        return [0] * n
+    if not payload:
+        raise StreamError("k >= 2 and the payload is empty (no model byte)")
+    model = payload[0]
+    if model not in COLUMN_MODELS:
+        raise StreamError(f"model byte {model} is not 4 or 5")
+    rest = payload[1:]  # a payload of coding 4 or 5 (spec 5.3) for T: width_T = height, height_T = width
+    width_t, height_t = height, width
+    if len(rest) < 2:
+        raise StreamError("no band count")
+    bands = int.from_bytes(rest[:2], "big")
+    if not (1 <= bands <= 64 and bands <= height_t):
+        raise StreamError(f"band count {bands} out of range (1 to 64, at most the width {width})")
+    table_end = 2 + 4 * bands
+    if len(rest) < table_end:
+        raise StreamError("band table cut short")
+    lengths = [int.from_bytes(rest[2 + 4 * i : 6 + 4 * i], "big") for i in range(bands)]
+    if 3 + 4 * bands + sum(lengths) != len(payload):
+        raise StreamError("band lengths do not add up to the payload")
+    labels = [0] * n
+    offset = table_end
+    for i, length in enumerate(lengths):
+        start, stop = i * width // bands, (i + 1) * width // bands  # rows of T: columns of the image
+        band = decode_context(rest[offset : offset + length], width_t, stop - start, k, model=model)
+        offset += length
+        for row in range(stop - start):  # row `row` of the band is T's row start + row, the image's column x
+            x = start + row
+            for y in range(height):
+                labels[y * width + x] = band[row * width_t + y]  # L(x, y) = T(y, x)
+    return labels

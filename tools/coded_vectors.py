@@ -1,4 +1,4 @@
-"""Conformance vectors for the compact codings (spec sections 5.1-5.4): valid files and one-defect corrupt files.
+"""Conformance vectors for the compact codings (spec sections 5.1-5.5): valid files and one-defect corrupt files.
 
 `coded_vectors()` returns a list of dicts for the conformance suite (the lead wires
 it into tools/make_vectors.py): name, data (the whole file), description, and either
@@ -29,6 +29,8 @@ from kmcodec.container import Header, build_file  # noqa: E402
 CODED = ("deflate", "lzma", "context1", "context", "context2")
 #: The banded context codings (spec 5.3, 5.4) and the model that codes their bands.
 BANDED_MODELS = {"context": BAND_MODEL, "context2": JOINT_BAND_MODEL}
+#: Coding 6 (spec 5.5): the transposed image in the bands of coding 4 or 5, its first byte naming the model.
+COLUMNS = "context-columns"
 
 
 def fixed_palette(k: int, channels: int) -> np.ndarray:
@@ -143,6 +145,8 @@ def corrupt_vectors(coding: str) -> list[dict]:
     elif coding == "context1":
         vectors.append(_bad(f"{prefix}-short-start.kmq", "context1 payload of 3 bytes, shorter than the coder's 4-byte start",
                             header, palette, payload[:3], "coding"))
+    elif coding == COLUMNS:
+        vectors.extend(_column_vectors(palette))
     else:
         vectors.extend(_band_table_vectors(coding, header, palette, labels))
     if coding.startswith("context"):
@@ -207,8 +211,126 @@ def _ok_multiband(coding: str, k: int, channels: int, width: int, height: int, b
     return vector
 
 
+def columns_payload(labels: np.ndarray, k: int, model: int, bands: int | None = None) -> bytes:
+    """A coding-6 payload (spec 5.5) of a height x width label grid with a chosen model and band count, built as
+    kmcodec.codings._encode_columns builds it: the model byte, then the band table and streams of the transposed
+    image (`height` wide, `width` high), band i holding the image's columns floor(i*width/B) to floor((i+1)*width/B)."""
+    from kmcodec.codings import _context_kernel
+
+    kernel = _context_kernel()
+    if k == 1:
+        return b""
+    height, width = labels.shape
+    grid = np.ascontiguousarray(labels, dtype=label_dtype(label_bits(k)))
+
+    def code_columns(start: int, stop: int) -> bytes:
+        band = np.ascontiguousarray(grid[:, start:stop].T)
+        return kernel.encode(band, height, stop - start, k, model)
+
+    return bytes([model]) + banded.encode_band_streams(height, width, code_columns, bands=bands, workers=1)
+
+
+def _ok_columns(model: int, k: int, channels: int, width: int, height: int, bands: int | None, seed: int) -> dict:
+    """A valid coding-6 file with a chosen model (the reference encoder keeps the smaller) and band count."""
+    palette = fixed_palette(k, channels)
+    labels = fixed_labels(width, height, k, seed)
+    header = _header(width, height, channels, k, COLUMNS)
+    mode = "rgba" if channels == 4 else "rgb"
+    count = 1 if bands is None else bands
+    model_part = "" if k == 1 else f"-model{model}"
+    bands_part = "" if bands is None else f"-{bands}bands"
+    how = "an empty payload (k = 1)" if k == 1 else f"model {model}, {count} band{'s' if count > 1 else ''} of columns"
+    return {
+        "name": f"ok-{COLUMNS}{model_part}-k{k:04d}-{mode}-{width}x{height}{bands_part}.kmq",
+        "data": _file(header, palette, columns_payload(labels, k, model, bands)),
+        "description": f"{COLUMNS} coding (coding 6), {how}, k = {k} ({label_bits(k)}-bit labels), {mode.upper()}, "
+                       f"{width}x{height}",
+        "pixels": palette[labels].tobytes(),
+        "width": width,
+        "height": height,
+        "channels": channels,
+    }
+
+
+def _column_vectors(palette: np.ndarray) -> list[dict]:
+    """One-defect coding-6 files (spec 5.5): the model byte, an empty payload, and the band table and streams
+    checked with the transposed dimensions (at most `width` bands), around a valid 3-band payload of a 23 x 37
+    image (narrower than it is high, so a band count can exceed the width and not the height)."""
+    k, channels, width, height = 16, 3, 23, 37
+    labels = fixed_labels(width, height, k, seed=11)
+    header = _header(width, height, channels, k, COLUMNS)
+    payload = columns_payload(labels, k, JOINT_BAND_MODEL, 3)
+    model, rest = payload[:1], payload[1:]
+    lengths = list(struct.unpack(">3I", rest[2:14]))
+    streams = rest[14:]
+    first, second, last = streams[: lengths[0]], streams[lengths[0] : lengths[0] + lengths[1]], streams[lengths[0] + lengths[1] :]
+    # the model byte: a 40 x 1 image, whose transposed image is one column (W = N = NW = NE everywhere), so every
+    # context of model 4 is model 5's and the rest of the payload decodes alike with either: only the byte is wrong
+    row_labels = fixed_labels(40, 1, k, seed=12)
+    row = _header(40, 1, channels, k, COLUMNS)
+    row_rest = columns_payload(row_labels, k, BAND_MODEL, 3)[1:]
+    assert row_rest == columns_payload(row_labels, k, JOINT_BAND_MODEL, 3)[1:]
+    # a band count over the width and within the height: the rest is a valid coding-5 payload of the image by
+    # rows in width + 1 bands, which a decoder that bounded B by the height (or did not transpose) would accept
+    by_rows = banded_payload(labels, dataclasses.replace(header, coding=CODINGS_BY_NAME["context2"].id), width + 1,
+                             "context2")
+    wide = _header(70, height, channels, k, COLUMNS)
+    defects = [
+        ("model-byte-0", row, b"\x00" + row_rest, "model byte 0 before a rest that models 4 and 5 both decode"),
+        ("model-byte-3", row, b"\x03" + row_rest, "model byte 3 (coding 3's model) before a rest that models 4 and 5 both decode"),
+        ("model-byte-6", row, b"\x06" + row_rest, "model byte 6 before a rest that models 4 and 5 both decode"),
+        ("model-byte-255", row, b"\xff" + row_rest, "model byte 255 before a rest that models 4 and 5 both decode"),
+        ("empty-k0016", header, b"", "an empty payload with k = 16 (only k = 1 has no payload)"),
+        ("model-byte-only", header, model, "the model byte alone, no band count"),
+        ("band-count-zero", header, model + _table(0, []), "band count 0 and nothing after it (an empty table, no streams)"),
+        ("band-count-65", wide, model + _table(65, [4] * 65) + bytes(4 * 65),
+         "band count 65, more than 64 (the image has 70 columns), with 65 streams of 4 bytes"),
+        ("band-count-over-width", header, model + by_rows,
+         f"band count {width + 1}, more than the {width} columns but not the {height} rows: the rest is a valid "
+         f"context2 payload of the image by rows"),
+        ("band-table-short", header, payload[:14], "a 3-band table cut short by one byte"),
+        ("band-lengths-over", header, model + _table(3, [lengths[0], lengths[1] + 1, lengths[2]]) + streams,
+         "band lengths adding up to one byte more than the payload holds"),
+        ("band-lengths-under", header, model + _table(3, [lengths[0], lengths[1] - 1, lengths[2]]) + streams,
+         "band lengths adding up to one byte less than the payload holds"),
+        ("band-stream-ends-early", header, model + _table(3, [lengths[0], lengths[1], lengths[2] - 1]) + streams[:-1],
+         "the last band's stream one byte short (its length says so)"),
+        ("band-stream-short-start", header, model + _table(3, [lengths[0], 3, lengths[2]]) + first + second[:3] + last,
+         "a band stream of 3 bytes, shorter than the coder's 4-byte start"),
+        ("band-stream-leftover", header, model + _table(3, [lengths[0], lengths[1] + 1, lengths[2]]) + first + second
+         + b"\x00" + last, "one byte left over after the middle band's last label (its length says so)"),
+    ]
+    return [_bad(f"bad-{COLUMNS}-{name}.kmq", f"{COLUMNS} (coding 6) payload with {what}", where,
+                 fixed_palette(k, channels), data, "coding")
+            for name, where, data, what in defects]
+
+
+#: Valid coding-6 files: (model, k, channels, width, height, bands or None for the reference encoder's 1). Both
+#: models at 1-, 4-, 5- (model 5's hashed quad), 6-, 7-, 8- and 10-bit labels (uint16), RGB and RGBA, wide, tall,
+#: one column and one row; bands up to the width (B = width on a tall image, 60 one-label bands of a 60 x 1
+#: image, and the most, 64, of an 80-column image).
+COLUMN_CASES = [
+    (4, 2, 3, 31, 17, None),
+    (5, 2, 3, 17, 31, 17),
+    (5, 16, 3, 97, 61, None),
+    (4, 16, 3, 61, 97, 3),
+    (5, 17, 3, 29, 53, 2),
+    (4, 64, 4, 48, 64, 4),
+    (5, 64, 4, 64, 48, None),
+    (5, 100, 4, 36, 40, 3),
+    (4, 256, 3, 50, 80, 5),
+    (5, 256, 3, 80, 50, 64),
+    (4, 1000, 3, 45, 33, None),
+    (5, 1000, 4, 33, 45, 2),
+    (5, 16, 3, 1, 60, None),
+    (4, 64, 4, 60, 1, 60),
+    (4, 1, 3, 9, 7, None),
+]
+
+
 def coded_vectors() -> list[dict]:
-    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma), 3 (context1), 4 (context) and 5 (context2)."""
+    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma), 3 (context1), 4 (context), 5 (context2)
+    and 6 (context-columns)."""
     vectors: list[dict] = []
     cases = [(2, 3, 31, 17), (16, 3, 97, 61), (64, 3, 97, 61), (64, 4, 64, 48), (256, 3, 80, 50), (1000, 3, 45, 33),
              (1, 3, 9, 7)]
@@ -224,6 +346,9 @@ def coded_vectors() -> list[dict]:
     for index, (k, channels, width, height, bands) in enumerate([(17, 3, 53, 29, 2), (100, 4, 40, 36, 3),
                                                                   (16, 3, 97, 61, 3), (256, 3, 80, 50, 5)]):
         vectors.append(_ok_multiband("context2", k, channels, width, height, bands, seed=300 + index))
+    for index, (model, k, channels, width, height, bands) in enumerate(COLUMN_CASES):
+        vectors.append(_ok_columns(model, k, channels, width, height, bands, seed=400 + index))
+    vectors.extend(corrupt_vectors(COLUMNS))
     return vectors
 
 
