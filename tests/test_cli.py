@@ -112,7 +112,7 @@ def test_corrupt_kmq_exits_1_naming_file_and_problem(vector: str, tmp_path: Path
     assert list(tmp_path.iterdir()) == []
 
 
-def reserved_coding_file(path: Path, coding: int = 6) -> Path:
+def reserved_coding_file(path: Path, coding: int = 7) -> Path:
     """A well-formed .kmq (spec/kmq.md sections 2-6) of a 4x2 RGB image, k = 3, whose coding is reserved."""
     import struct
     import zlib
@@ -124,7 +124,7 @@ def reserved_coding_file(path: Path, coding: int = 6) -> Path:
     return path
 
 
-@pytest.mark.parametrize("coding", [6, 128, 255])
+@pytest.mark.parametrize("coding", [7, 128, 255])  # 6 is context-columns (spec 5.5), 7 the lowest reserved
 def test_info_reports_the_header_of_a_reserved_coding_then_fails(coding: int, tmp_path: Path, capsys) -> None:
     """spec/kmq.md section 5: a version-1 decoder can always read and report the header of a version-1 file."""
     source = reserved_coding_file(tmp_path / f"coding{coding}.kmq", coding)

@@ -62,7 +62,7 @@ def test_every_coding_round_trips_every_label_width(china: np.ndarray, k: int, c
     crop = china[100:180, 200:330]
     image = photo_image(crop, k, channels)
     sizes = {}
-    for coding in ALL:
+    for coding in (*ALL, "context-columns"):  # auto weighs coding 6 too (spec 5.5)
         data = api.encode(image, coding=coding)
         assert data[10] == codings.CODINGS_BY_NAME[coding].id
         assert api.decode(data) == image
@@ -108,10 +108,12 @@ def test_auto_takes_a_dictionary_coding_where_exact_repeats_beat_context(tiles: 
 @pytest.mark.parametrize("k", [8, 64, 256])
 def test_auto_on_a_small_photo_is_the_smallest_coding_it_weighs(china: np.ndarray, k: int) -> None:
     """Up to AUTO_LZMA_MAX_LABELS auto codes deflate and lzma beside the context codings when the first probe
-    passes (it does on china): the file is the smallest of raw, deflate, lzma, context and context2."""
+    passes (it does on china): the file is the smallest of raw, deflate, lzma, context, context2 and
+    context-columns (which on an image this small keeps the smaller of its two models, as auto does)."""
     image = api.quantize(china, k)
     assert image.labels.size <= codings.AUTO_LZMA_MAX_LABELS
-    sizes = {coding: len(api.encode(image, coding=coding)) for coding in ("raw", "deflate", "lzma", "context", "context2")}
+    sizes = {coding: len(api.encode(image, coding=coding))
+             for coding in ("raw", "deflate", "lzma", "context", "context2", "context-columns")}
     data = api.encode(image)
     assert len(data) == min(sizes.values()), sizes
     assert api.decode(data) == image
@@ -123,7 +125,10 @@ def test_quantized_photo_auto_beats_png8_after_optimize(flower: np.ndarray) -> N
     assert api.decode(data) == image
     png = io.BytesIO()
     image.to_pil_palette().save(png, format="PNG", optimize=True)
-    assert data[10] == codings.CONTEXT2.id
+    model_of_row_coding = {coding.id: model for model, coding in codings.ROW_CODING_OF_MODEL.items()}
+    model_byte = 36 + image.k * image.channels  # the payload starts after the header and the palette
+    model = data[model_byte] if data[10] == codings.CONTEXT_COLUMNS.id else model_of_row_coding[data[10]]
+    assert model == codings.JOINT_BAND_MODEL  # model 5, by rows (coding 5) or by columns (coding 6's model byte)
     assert len(data) < 0.7 * len(png.getvalue())
 
 
