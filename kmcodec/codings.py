@@ -5,8 +5,10 @@ bit-packed stream itself; deflate (1) and lzma (2) compress the labels laid out
 one per byte (two, big-endian, when b > 8) with the standard library; context1 (3)
 is the context-modelling range coder of spec section 5.2, in a compiled kernel,
 context (4) is the same coder run on independent horizontal bands (spec 5.3) so
-that several cores share the work, and context2 (5) is coding 4's band layer with a
-model of joint neighbour contexts (spec 5.4), auto's choice up to k = 64.
+that several cores share the work, context2 (5) is coding 4's band layer with a
+model of joint neighbour contexts (spec 5.4), and context-columns (6) codes the
+transposed image with either model (spec 5.5), for images that repeat more down
+their columns; auto weighs both orientations.
 Every decoder is bounded: it never produces (or allocates for) more labels than
 the header declares.
 """

@@ -2,7 +2,7 @@
 
 For every corpus image (tools/corpus.py) and k, ONE quantization gives a palette
 and labels; the same palette and labels are then stored as .kmq with every coding
-(raw, deflate, lzma, context, auto), as PNG-8 (Pillow, optimize), PNG-8 after
+(raw, deflate, lzma, context, context2, context-columns, auto), as PNG-8 (Pillow, optimize), PNG-8 after
 oxipng (pyoxipng, level 6), GIF (Pillow) and WebP lossless (`cwebp -lossless -z 9
 -exact` on the PNG-8). It reports bytes and bits per pixel, median ratios over the
 corpus, then decode and encode timings (medians of several runs; run the tool under
@@ -36,11 +36,17 @@ sys.path.insert(0, str(ROOT / "tools"))
 from corpus import load_corpus  # noqa: E402
 
 from kmcodec import api  # noqa: E402
+from kmcodec.codings import CODINGS as CODINGS_BY_ID  # noqa: E402
 from kmcodec.image import KMQImage  # noqa: E402
 
-CODINGS = ("raw", "deflate", "lzma", "context", "context2", "auto")
-#: The banded context codings (spec 5.3, 5.4); auto writes one of them on every corpus image.
-BANDED = ("context", "context2")
+CODINGS = ("raw", "deflate", "lzma", "context", "context2", "context-columns", "auto")
+#: The banded context codings (spec 5.3-5.5); auto writes one of them on every corpus image.
+BANDED = ("context", "context2", "context-columns")
+
+
+def coding_written(data: bytes) -> str:
+    """The name of the coding a .kmq file's header declares (what auto chose)."""
+    return CODINGS_BY_ID[api.read_header(io.BytesIO(data)).coding].name
 
 
 def note(message: str) -> None:
@@ -149,7 +155,9 @@ def measure_sizes(images, ks, cache: Path) -> list[dict]:
                 row = {"image": corpus_image.name, "k": k, "k_used": image.k, "pixels": image.width * image.height,
                        "quantize_s": quantize_seconds}
                 for coding in CODINGS:
-                    row[coding] = len(api.encode(image, coding=coding))
+                    data = api.encode(image, coding=coding)
+                    row[coding] = len(data)
+                row["auto_coding"] = coding_written(data)
                 png = png8(image)
                 row["png8"] = len(png)
                 for name, data in (("oxipng", oxipng_bytes(png)), ("gif", gif(image)),
@@ -166,10 +174,10 @@ def measure_speed(images, k: int, cache: Path, runs: int) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         for corpus_image in images:
             image, quantize_seconds = quantized(corpus_image.path, k, cache)
-            files = {coding: api.encode(image, coding=coding) for coding in CODINGS[:-1]}
+            files = {coding: api.encode(image, coding=coding) for coding in CODINGS}
             webp = webp_lossless(png8(image), Path(tmp))
             row = {"image": corpus_image.name, "k": image.k, "megapixels": image.width * image.height / 1e6,
-                   "quantize_s": quantize_seconds}
+                   "quantize_s": quantize_seconds, "auto_coding": coding_written(files["auto"])}
             decoders = {}
             for coding, data in files.items():  # labels only, and file -> RGB array (what issue 4's targets time)
                 decoders[f"decode_{coding}"] = lambda data=data: api.decode(data)
@@ -206,21 +214,28 @@ def median_of(values) -> str:
     return f"{statistics.median(values):.3f}" if values else "n/a"
 
 
+def columns_over_rows(row: dict) -> float | None:
+    """context-columns ÷ the smaller banded coding by rows (context, context2): what coding down the columns gains."""
+    rows = [row.get(c) for c in ("context", "context2") if row.get(c)]
+    return row["context-columns"] / min(rows) if row.get("context-columns") and rows else None
+
+
 def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
     """The Markdown report: size table, median ratios, speed table."""
-    columns = ["raw", "deflate", "lzma", "context", "context2", "auto", "png8", "oxipng", "gif", "webp"]
+    columns = ["raw", "deflate", "lzma", "context", "context2", "context-columns", "auto", "png8", "oxipng", "gif", "webp"]
     lines = [] if not size_rows else ["### Sizes (bytes, and bits per pixel of the whole file)", "",
-             "| image | k | " + " | ".join(columns) + " |", "|---|---:|" + "---:|" * len(columns)]
+             "| image | k | " + " | ".join(columns) + " | auto wrote |", "|---|---:|" + "---:|" * len(columns) + "---:|"]
     for row in size_rows:
         cells = []
         for column in columns:
             value = row.get(column)
             cells.append("n/a" if value is None else f"{value:,} ({8 * value / row['pixels']:.2f})")
-        lines.append(f"| {row['image']} | {row['k_used']} | " + " | ".join(cells) + " |")
+        lines.append(f"| {row['image']} | {row['k_used']} | " + " | ".join(cells) + f" | {row.get('auto_coding', 'n/a')} |")
     if size_rows:
         lines += ["", "### Median ratios over the corpus (auto .kmq ÷ peer; lower is better)", "",
-                  "| k | ÷ WebP lossless | ÷ PNG-8 oxipng | ÷ PNG-8 | ÷ GIF | context2 ÷ context | worst ÷ oxipng |",
-                  "|---:|---:|---:|---:|---:|---:|---:|"]
+                  "| k | ÷ WebP lossless | ÷ PNG-8 oxipng | ÷ PNG-8 | ÷ GIF | context2 ÷ context | columns ÷ rows "
+                  "| worst ÷ oxipng |",
+                  "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for k in list(ks) + ["all"]:
             rows = size_rows if k == "all" else [r for r in size_rows if r["k"] == k]
             worst = [ratio(r, "auto", "oxipng") for r in rows]
@@ -230,14 +245,15 @@ def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
                 f"| {k} | {median_of(ratio(r, 'auto', 'webp') for r in rows)} | "
                 f"{median_of(ratio(r, 'auto', 'oxipng') for r in rows)} | {median_of(ratio(r, 'auto', 'png8') for r in rows)} | "
                 f"{median_of(ratio(r, 'auto', 'gif') for r in rows)} | {median_of(ratio(r, 'context2', 'context') for r in rows)} | "
-                f"{worst_text} |"
+                f"{median_of(columns_over_rows(r) for r in rows)} | {worst_text} |"
             )
     if speed_rows:
         lines += ["", "### Speed (medians of several runs, wall time, ms)", "",
-                  "| image | MP | k | context decode | ÷ WebP | context2 decode | ÷ WebP | + to RGB | Pillow WebP decode "
+                  "| image | MP | k | context decode | ÷ WebP | context2 decode | ÷ WebP | context-columns decode | ÷ WebP "
+                  "| auto wrote | auto decode | ÷ WebP | + to RGB | Pillow WebP decode "
                   "| raw file→RGB | deflate file→RGB | lzma file→RGB | lzma ÷ raw | quantize | encode raw | deflate | lzma "
-                  "| context | context2 | auto |",
-                  "|---|---:|---:|" + "---:|" * 17]
+                  "| context | context2 | context-columns | auto |",
+                  "|---|---:|---:|" + "---:|" * 23]
         for row in speed_rows:
             webp = row.get("decode_webp")
             # file -> RGB array; rows saved before it was measured have the label decode only
@@ -246,7 +262,9 @@ def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
                 f"| {row['image']} | {row['megapixels']:.1f} | {row['k']} | "
                 + "".join(f"{ms(row.get(f'decode_{c}'))} | {ratio_text(ratio(row, f'decode_{c}', 'decode_webp'))} | "
                           for c in BANDED)
-                + f"{ms(row.get('decode_context2_rgb'))} | {ms(webp)} | "
+                + f"{row.get('auto_coding', 'n/a')} | {ms(row.get('decode_auto'))} | "
+                f"{ratio_text(ratio(row, 'decode_auto', 'decode_webp'))} | "
+                + f"{ms(row.get('decode_auto_rgb'))} | {ms(webp)} | "
                 f"{to_rgb['raw'] * 1e3:.0f} | "
                 f"{to_rgb['deflate'] * 1e3:.0f} | {to_rgb['lzma'] * 1e3:.0f} | {to_rgb['lzma'] / to_rgb['raw']:.2f} | "
                 f"{row['quantize_s'] * 1e3:.0f} | "
