@@ -21,6 +21,34 @@ def damaged_stream(data, payload: bytes) -> bytes:
     return bytes(damaged[: data.draw(st.integers(0, len(damaged)))])
 
 
+def file_with(header, payload: bytes) -> bytes:
+    """A .kmq file of `header` (payload_length set to the payload's) with a zero palette around `payload`."""
+    import dataclasses
+
+    from kmcodec.container import build_file
+
+    return build_file(dataclasses.replace(header, payload_length=len(payload)), bytes(header.channels * header.k), payload)
+
+
+def assert_decodes_as_the_reference_does(header, damaged: bytes, shape: tuple[int, int], reference) -> None:
+    """A damaged payload either decodes to what the spec-written `reference(payload, width, height, k)` decodes,
+    or is a CodingError where the reference raises StreamError: the fuzzing check of every banded coding."""
+    from context_reference import StreamError
+
+    from kmcodec import api
+    from kmcodec.errors import CodingError, KMQError
+
+    try:
+        image = api.decode(file_with(header, damaged))
+    except KMQError as exc:
+        assert isinstance(exc, CodingError), exc
+        with pytest.raises(StreamError):
+            reference(damaged, header.width, header.height, header.k)
+    else:
+        assert image.labels.shape == shape
+        assert image.labels.reshape(-1).tolist() == reference(damaged, header.width, header.height, header.k)
+
+
 def sklearn_image(name: str) -> np.ndarray:
     """scikit-learn's bundled sample photo (china.jpg or flower.jpg) as an RGB array.
 
