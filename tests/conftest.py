@@ -10,6 +10,20 @@ import pytest
 GNOME_BACKGROUNDS = Path("/usr/share/backgrounds/gnome")
 
 
+def _take_ctrl_c_as_a_terminal_gives_it() -> None:
+    """A suite started in the background (`cmd &` in a non-interactive shell, as some CI runners and nohup
+    scripts do) inherits SIGINT ignored, and every child it starts would inherit that too, so the Ctrl-C
+    tests would see nothing happen. Python then also skips its KeyboardInterrupt handler. Put it back: a
+    handled signal is reset to the default in an exec'd child, so the children get what a terminal gives."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+_take_ctrl_c_as_a_terminal_gives_it()
+
+
 def damaged_stream(data, payload: bytes) -> bytes:
     """The payload with 1 to 4 bit flips and then cut at a length, all drawn by Hypothesis (`data` is st.data())."""
     from hypothesis import strategies as st
