@@ -867,21 +867,20 @@ static PyObject *py_transpose(PyObject *self, PyObject *args) {
         PyBuffer_Release(&src);
         return NULL;
     }
-    PyObject *result = NULL;
-    if (check_matrix(&src, "src") < 0 || check_matrix(&dst, "dst") < 0) goto done;
-    if (src.itemsize != dst.itemsize || dst.shape[0] != src.shape[1] || dst.shape[1] != src.shape[0]) {
+    int fits = check_matrix(&src, "src") == 0 && check_matrix(&dst, "dst") == 0;
+    if (fits && (src.itemsize != dst.itemsize || dst.shape[0] != src.shape[1] || dst.shape[1] != src.shape[0])) {
         PyErr_SetString(PyExc_TypeError, "dst must have src's item size and its shape reversed");
-        goto done;
+        fits = 0;
     }
-    Py_BEGIN_ALLOW_THREADS
-    (src.itemsize == 1 ? transpose_u8 : transpose_u16)((const char *)src.buf, src.strides[0], (char *)dst.buf,
-                                                       dst.strides[0], src.shape[0], src.shape[1]);
-    Py_END_ALLOW_THREADS
-    result = Py_NewRef(Py_None);
-done:
+    if (fits) {
+        Py_BEGIN_ALLOW_THREADS
+        (src.itemsize == 1 ? transpose_u8 : transpose_u16)((const char *)src.buf, src.strides[0], (char *)dst.buf,
+                                                           dst.strides[0], src.shape[0], src.shape[1]);
+        Py_END_ALLOW_THREADS
+    }
     PyBuffer_Release(&src);
     PyBuffer_Release(&dst);
-    return result;
+    return fits ? Py_NewRef(Py_None) : NULL;
 }
 
 static PyMethodDef methods[] = {
