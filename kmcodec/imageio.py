@@ -25,7 +25,6 @@ gives the same 8-bit value whatever else the image holds:
 from __future__ import annotations
 
 import io
-import numbers
 import struct
 import warnings
 import zlib
@@ -37,6 +36,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from . import fastpath
 from .errors import InputImageError
+from .names import is_integer
 
 ImageSource = Union[str, Path, bytes, BinaryIO, np.ndarray, Image.Image]
 
@@ -50,9 +50,7 @@ def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int
     PIL.Image.MAX_IMAGE_PIXELS) is refused with InputImageError before its pixel
     data is decoded; a larger max_pixels admits big trusted images.
     """
-    if max_pixels is not None and (
-        not isinstance(max_pixels, numbers.Integral) or isinstance(max_pixels, bool) or max_pixels < 1
-    ):
+    if max_pixels is not None and (not is_integer(max_pixels) or max_pixels < 1):
         raise ValueError(f"max_pixels must be a positive integer, got {max_pixels!r}")
     if isinstance(source, np.ndarray):
         if source.ndim >= 2:

@@ -7,6 +7,8 @@ loading numpy, and an encode can decode its input while numpy loads.
 
 from __future__ import annotations
 
+import numbers
+
 #: Coding names by header id (spec section 5); codings.py registers a codec under each.
 CODING_NAMES = ("raw", "deflate", "lzma", "context1", "context", "context2", "context-columns")
 #: The name that picks the smallest payload among the codings.
@@ -29,3 +31,9 @@ MAX_RDO_DB = 10.0
 DEFAULT_MAX_K = 256
 #: Default maximum pixel count a decoder accepts (spec section 8): 2**28, about 1 GiB of RGBA pixels.
 DEFAULT_MAX_PIXELS = 2**28
+
+
+def is_integer(value: object) -> bool:
+    """Whether an option value is an int or numpy integer and not a bool (True is an int to Python, and never
+    meant as k = 1 or a pixel limit of 1); the quantizer's options and the pixel limit are checked with it."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # np.bool_ is not Integral

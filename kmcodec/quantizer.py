@@ -28,7 +28,7 @@ from .colorspace import from_features, to_features
 from .errors import KMQError
 from .image import label_counts
 from .kmeans import kmeans_plus_plus, lloyd, split_start
-from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, MAX_RDO_DB, MAX_SEED, SPACES
+from .names import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, ENGINES, MAX_RDO_DB, MAX_SEED, SPACES, is_integer
 from .nearest import nearest_centroid
 from .palette_order import tree_order
 from .parallel import run_in_threads
@@ -295,21 +295,16 @@ def finish_palette(
     return rounded[order], renumbering(order, rounded.shape[0])[colour_label]
 
 
-def _is_integer(value: object) -> bool:
-    """An int or numpy integer, not a bool (True is an int to Python, and never meant as k = 1)."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # np.bool_ is not Integral
-
-
 def check_options(
     k: int, engine: str, space: str, speed: int, dither: float, rdo: float = 0.0, seed: int = 0
 ) -> None:
     """Raise QuantizeOptionError for an option out of range or of the wrong type (True for k, 1.9 for a seed, "16"
     for colors: refused, not truncated), or for options that undo each other."""
-    if not _is_integer(k) or not 1 <= k <= 65536:
+    if not is_integer(k) or not 1 <= k <= 65536:
         raise QuantizeOptionError(f"k must be an integer 1 to 65536, got {k!r}")
-    if not _is_integer(seed) or not 0 <= seed <= MAX_SEED:
+    if not is_integer(seed) or not 0 <= seed <= MAX_SEED:
         raise QuantizeOptionError(f"seed must be an integer 0 to {MAX_SEED}, got {seed!r}")
-    if not _is_integer(speed):
+    if not is_integer(speed):
         raise QuantizeOptionError(f"speed must be an integer 1 (best) to 10 (fastest), got {speed!r}")
     for name, value in (("dither strength", dither), ("rdo", rdo)):
         if not isinstance(value, numbers.Real) or (name == "rdo" and isinstance(value, bool)):
