@@ -575,15 +575,9 @@ def _run_batch(args: argparse.Namespace, kind: str) -> int:
 
 
 def _make_out_dir(out_dir: Path) -> None:
-    """Create a batch's OUTDIR and its parents unless it is a directory already; refuse a file in its way
-    (os.mkdir would say only 'File exists')."""
-    _check_out_dir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _check_out_dir(out_dir: Path) -> None:
-    """Refuse an output directory that could not be made: it, or one of its parents, exists as something
-    other than a directory. Creates nothing, so a command can check before its work and make it after."""
+    """Create an output directory (a batch's OUTDIR, demo's --out) and its parents unless it is a directory
+    already; refuse it, or one of its parents, existing as something else (os.mkdir would say only 'File
+    exists')."""
     for place in (out_dir, *out_dir.parents):
         if place.is_dir():
             break
@@ -596,6 +590,7 @@ def _check_out_dir(out_dir: Path) -> None:
         else:
             continue  # to be created
         raise CommandError(f"{out_dir}: {problem}" if place == out_dir else f"{out_dir}: {place} {problem}")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
 
 #: encode options that go to the quantizer as they are, when the parser has them
@@ -798,12 +793,11 @@ def _source_size(source: Path) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     """Encode scikit-learn's china.jpg at several k and print the storage argument with real numbers."""
     if args.out:  # checked before any work or output, as encode does; a new directory (and its parents) is made
-        _check_out_dir(args.out)
         if args.out.is_dir():
             for k in args.ks:
                 for suffix in (".kmq", ".png"):
                     _check_output(args.out / f"china-k{k}{suffix}", args.force)
-        args.out.mkdir(parents=True, exist_ok=True)
+        _make_out_dir(args.out)
     import numpy as np
     import sklearn.datasets
     from sklearn.datasets import load_sample_image
