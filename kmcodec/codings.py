@@ -191,6 +191,13 @@ def _context_decode(payload: bytes, header: Header) -> np.ndarray:
     return out
 
 
+def _single_colour(payload: bytes, header: Header, name: str) -> np.ndarray:
+    """The labels of a k = 1 image in a banded coding (spec 5.3-5.5): all 0, from a payload that must be empty."""
+    if payload:
+        raise CodingError(f"payload: a k = 1 {name} payload must be empty, this one has {len(payload)} bytes")
+    return np.zeros(header.pixel_count, dtype=label_dtype(header.label_bits))
+
+
 def _banded_encoder(model: int) -> Callable[[np.ndarray, Header], bytes]:
     """The encoder of a banded context coding (spec 5.3): every band coded with `model`."""
     def encode(labels: np.ndarray, header: Header) -> bytes:
@@ -208,9 +215,7 @@ def _banded_decoder(model: int) -> Callable[..., np.ndarray]:
     def decode(payload: bytes, header: Header, workers: int | None = None) -> np.ndarray:
         kernel = _context_kernel()
         if header.k == 1:
-            if payload:
-                raise CodingError(f"payload: a k = 1 banded context payload must be empty, this one has {len(payload)} bytes")
-            return np.zeros(header.pixel_count, dtype=label_dtype(header.label_bits))
+            return _single_colour(payload, header, "banded context")
         width, k = header.width, header.k
         parts = banded.split_bands(payload, width, header.height, _context_min_bytes)
         out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))
@@ -250,9 +255,7 @@ def _columns_decode(payload: bytes, header: Header, workers: int | None = None) 
     scratch array in its thread and transpose it into place."""
     kernel = _context_kernel()
     if header.k == 1:
-        if payload:
-            raise CodingError(f"payload: a k = 1 context-columns payload must be empty, this one has {len(payload)} bytes")
-        return np.zeros(header.pixel_count, dtype=label_dtype(header.label_bits))
+        return _single_colour(payload, header, "context-columns")
     if not payload:
         raise CodingError("payload: a context-columns payload is empty; it starts with its model byte (4 or 5)")
     model = payload[0]
