@@ -29,9 +29,8 @@ from kmcodec.container import HEADER_SIZE, Header
 from kmcodec.errors import CodingError
 from kmcodec.image import KMQImage
 
-from banded_reference import decode_banded
 from conftest import assert_decodes_as_the_reference_does, damaged_stream, file_with, gnome_background, skimage_image
-from context_reference import StreamError
+from context_reference import StreamError, decode_columns
 from test_codings import labels_from_photo
 
 pytestmark = pytest.mark.skipif(codings._ctxcoder is None, reason="kmcodec._ctxcoder not built (python setup.py build_ext --inplace)")
@@ -58,21 +57,6 @@ def payload_of(data: bytes) -> bytes:
     """The payload section of a .kmq file (after the header and palette, before the trailer)."""
     channels, k = data[9], struct.unpack(">I", data[20:24])[0]
     return data[HEADER_SIZE + channels * k : -4]
-
-
-def decode_columns_reference(payload: bytes, width: int, height: int, k: int) -> list[int]:
-    """The labels of a coding-6 payload from spec 5.5 alone: k = 1 means an empty payload; otherwise a model byte
-    (4 or 5), then a coding-4/5 payload of the transposed image T (height wide, width high), and L(x, y) = T(y, x)."""
-    if k == 1:
-        if payload:
-            raise StreamError("k = 1 and the payload is not empty")
-        return [0] * (width * height)
-    if not payload:
-        raise StreamError("empty payload, no model byte")
-    if payload[0] not in (4, 5):
-        raise StreamError(f"model {payload[0]}")
-    transposed = decode_banded(payload[1:], height, width, k, model=payload[0])
-    return np.array(transposed).reshape(width, height).T.reshape(-1).tolist()
 
 
 def vertical_labels(height: int, width: int, k: int, noise: float, seed: int = 7) -> np.ndarray:
@@ -214,9 +198,9 @@ def test_reference_decoder_written_from_the_spec_agrees(china: np.ndarray, model
     height, width = shape
     labels = labels_from_photo(china[200 : 200 + height, 300 : 300 + width], k)
     payload = columns_payload(labels, k, model)
-    assert decode_columns_reference(payload, width, height, k) == labels.reshape(-1).tolist()
+    assert decode_columns(payload, width, height, k) == labels.reshape(-1).tolist()
     with pytest.raises(StreamError):
-        decode_columns_reference(payload[:-1], width, height, k)
+        decode_columns(payload[:-1], width, height, k)
 
 
 @pytest.mark.parametrize("k", [2, 5, 16, 300])
@@ -286,7 +270,7 @@ def test_bands_of_columns_are_capped_by_the_width_and_each_is_its_columns_alone(
     for workers in (1, 2, 7):
         assert np.array_equal(COLUMNS.decode(payload, header, workers=workers).reshape(shape), labels)
     if height * width <= 2000:
-        assert decode_columns_reference(payload, width, height, k) == labels.reshape(-1).tolist()
+        assert decode_columns(payload, width, height, k) == labels.reshape(-1).tolist()
 
 
 def test_encoder_output_does_not_depend_on_the_number_of_threads(small_bands, monkeypatch, flower: np.ndarray) -> None:
@@ -360,7 +344,7 @@ def test_malformed_payloads_are_coding_errors(three_bands, defect: str) -> None:
     with pytest.raises(CodingError):
         api.decode(file_with(header, bad))
     with pytest.raises(StreamError):  # the spec-only reference decoder rejects it too
-        decode_columns_reference(bad, header.width, header.height, header.k)
+        decode_columns(bad, header.width, header.height, header.k)
 
 
 @pytest.mark.parametrize("defect, message", [
@@ -430,7 +414,7 @@ def test_length_messages_count_the_model_byte(three_bands, defect: str) -> None:
 @given(data=st.data())
 def test_damaged_payloads_decode_or_raise_coding_as_the_reference_does(three_bands, data) -> None:
     header, payload, labels = three_bands
-    assert_decodes_as_the_reference_does(header, damaged_stream(data, payload), labels.shape, decode_columns_reference)
+    assert_decodes_as_the_reference_does(header, damaged_stream(data, payload), labels.shape, decode_columns)
 
 
 # --- auto ---------------------------------------------------------------------------------------------------------
