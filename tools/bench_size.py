@@ -154,10 +154,9 @@ def measure_sizes(images, ks, cache: Path) -> list[dict]:
                 image, quantize_seconds = quantized(corpus_image.path, k, cache)
                 row = {"image": corpus_image.name, "k": k, "k_used": image.k, "pixels": image.width * image.height,
                        "quantize_s": quantize_seconds}
-                for coding in CODINGS:
-                    data = api.encode(image, coding=coding)
-                    row[coding] = len(data)
-                row["auto_coding"] = coding_written(data)
+                files = {coding: api.encode(image, coding=coding) for coding in CODINGS}
+                row.update((coding, len(data)) for coding, data in files.items())
+                row["auto_coding"] = coding_written(files["auto"])
                 png = png8(image)
                 row["png8"] = len(png)
                 for name, data in (("oxipng", oxipng_bytes(png)), ("gif", gif(image)),
