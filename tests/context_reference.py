@@ -1,9 +1,9 @@
-"""A pure-Python decoder of the context coding, written from spec/kmq.md sections 5.2, 5.3.1, 5.4.1 and 5.5 alone.
+"""A pure-Python decoder of the context coding, written from spec/kmq.md sections 5.2, 5.3.1, 5.4.1, 5.5 and 5.6 alone.
 
-Model 3 is coding 3's model (5.2); models 4 and 5 are the models of the bands of
-codings 4 (5.3.1) and 5 (5.4.1). decode_columns is coding 6 (5.5): a model byte and
+Model 3 is coding 3's model (5.2); models 4, 5 and 6 are the models of the bands of
+codings 4 (5.3.1), 5 (5.4.1) and 7 (5.6.1). decode_columns is coding 6 (5.5): a model byte and
 the band layer of 5.3 over the transposed image, whose bands are decoded with model 4
-or 5 and transposed back (tests/banded_reference.py is the band layer of codings 4 and 5).
+or 5 and transposed back (tests/banded_reference.py is the band layer of codings 4, 5 and 7).
 Slow (tens of microseconds per pixel) and only for tests: it checks that the spec
 and the compiled kernel describe the same bitstream.
 """
@@ -93,7 +93,7 @@ class RangeDecoder:
 
 
 def decode_context(payload: bytes, width: int, height: int, k: int, model: int = 3) -> list[int]:
-    """Decode a context payload to width*height labels with model 3 (spec 5.2), 4 (5.3.1) or 5 (5.4.1);
+    """Decode a context payload to width*height labels with model 3 (spec 5.2), 4 (5.3.1), 5 (5.4.1) or 6 (5.6.1);
     StreamError as the spec rejects."""
     n = width * height
     if k == 1:
@@ -122,6 +122,12 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
     joint = [dict(), dict()]
     jb = min(b, 6)
     js = b - jb
+    # model 6 (5.6.1): the climb models (shaped like tree[0], tree[1], joint[0], joint[1]), their weights, span
+    climb = [dict() for _ in range(4)]
+    cw = [[[16384] * 4 for _ in range(4)] for _ in range(7)]
+    span = [32] * 256
+    if model == 6 and b > 8:
+        raise StreamError("model 6 with labels of more than 8 bits")
 
     def get(table: dict, key, limit: int = 60) -> Model:
         found = table.get(key)
@@ -195,7 +201,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
                         above += 1
                 runs = (above * 16 + min(run, 15)) * 256 + pattern % 256
                 diag = (NW >> shift) * 256 + (NE >> shift)
-                if model == 5:
+                if model >= 5:
                     key = (((W << b | N) << b | NW) << b) | NE
                     diag = key if 4 * b <= 16 else ((key * 0x9E3779B97F4A7C15) % 2**64) >> 48
                 asked = [True, N != W, NW not in (W, N), NE not in (W, N, NW)]
@@ -215,15 +221,29 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
             elif NE not in (W, N, NW) and ask(3):
                 s = NE
             else:
-                node = 1
-                for d in range(b):
+                node, first = 1, 0
+                if model == 6 and span[W] < 32:  # bottom-up: the label's lowest common ancestor with W first
+                    h = b
+                    for t in range(1, b):
+                        a = (W >> t) + (1 << (b - t))
+                        o = 2 * a + (1 - ((W >> (t - 1)) & 1))
+                        if (o << (t - 1)) - (1 << b) >= k:
+                            continue
+                        ms = [get(climb[0], (W, a), 30), get(climb[1], (N, a), 30),
+                              get(climb[2], (W >> js, N >> js, a), 30), get(climb[3], (NW >> js, NE >> js, a), 30)]
+                        if mixed(ms, cw[t - 1][questions - 1]):
+                            h = t
+                            break
+                    node = ((W >> (h - 1)) ^ 1) + (1 << (b - h + 1))
+                    first = b - h + 1
+                for d in range(first, b):
                     rest = b - 1 - d
                     if ((node * 2 + 1) << rest) - (1 << b) >= k:
                         bit = 0
                     elif d < 8:
                         models = [get(tree[j], (v >> shift, node), limit_tree)
                                   for j, v in enumerate((W, N, NW, NE))]
-                        if model == 5:
+                        if model >= 5:
                             models[2:] = [get(joint[0], (W >> js, N >> js, node), limit_tree),
                                           get(joint[1], (NW >> js, NE >> js, node), limit_tree)]
                         bit = mixed(models, tw[d][questions - 1] if model >= 4 else weights[d])
@@ -233,6 +253,8 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
                         deep_model.adapt(bit)
                     node = node * 2 + bit
                 s = node - (1 << b)
+                if model == 6:
+                    span[W] += (16 * (s ^ W).bit_length() - span[W]) // 16
             L[y * width + x] = s
             kind = 0 if s == W else 1 if s == N else 2 if s in (NW, NE) else 3
             run = run + 1 if x > 0 and s == W else 1

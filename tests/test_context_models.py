@@ -123,11 +123,16 @@ def test_model_argument(china: np.ndarray) -> None:
     assert kernel.encode(labels, width, height, 16) == kernel.encode(labels, width, height, 16, 3)
     assert kernel.encode(labels, width, height, 16, model=4) == kernel.encode(labels, width, height, 16, 4)
     assert kernel.encode(labels, width, height, 16, model=4) != kernel.encode(labels, width, height, 16)
-    for bad in (0, 2, 6):
+    for bad in (0, 2, 7):
         with pytest.raises(ValueError, match="model"):
             kernel.encode(labels, width, height, 16, model=bad)
         with pytest.raises(ValueError, match="model"):
             kernel.decode(b"\0\0\0\0", width, height, 16, np.empty_like(labels), model=bad)
+    wide = labels.astype(np.uint16)  # model 6 codes labels of at most 8 bits (spec 5.6.1)
+    with pytest.raises(ValueError, match="model 6 codes labels of at most 8 bits"):
+        kernel.encode(wide, width, height, 257, model=6)
+    with pytest.raises(ValueError, match="model 6 codes labels of at most 8 bits"):
+        kernel.decode(b"\0\0\0\0", width, height, 257, np.empty_like(wide), model=6)
     assert kernel.encode(np.zeros((1, 1), np.uint8), 1, 1, 1, model=4) == b""  # k = 1: nothing to code
 
 
