@@ -1,9 +1,11 @@
-"""The band layer of codings 4, 5 and 6 (spec sections 5.3-5.5): labels cut into horizontal bands coded independently.
+"""The band layer of codings 4 to 7 (spec sections 5.3-5.6): labels cut into horizontal bands coded independently.
 
 Independent bands are what lets one image be coded and decoded on several cores at
 once: each band is a standalone label image for the context coder, so the bands of a
 file go to parallel threads (the compiled kernel releases the GIL). This module knows
-the band table and the threads; it does not know how one band is coded.
+the band tables and the threads; it does not know how one band is coded. Codings 4 to 6
+cut bands of equal rows; coding 7's table says how many rows each band has, so an
+encoder can cut bands that take the same time to decode (balanced_band_heights).
 """
 
 from __future__ import annotations
@@ -95,6 +97,79 @@ def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Calla
                               f"too short to hold {(stop - start) * width} labels (at least {needed} bytes)")
         parts.append((start, stop, view[offset : offset + length]))
         offset += length
+    return parts
+
+
+def balanced_band_heights(costs: np.ndarray, bands: int) -> list[int]:
+    """Row counts of `bands` bands (each at least one row) whose summed row costs are as equal as the rows allow:
+    band i ends at the first row where the running cost reaches (i + 1) / bands of the total."""
+    height = len(costs)
+    bands = max(1, min(bands, height))
+    running = np.cumsum(np.asarray(costs, dtype=np.float64))
+    total = running[-1] if height else 0.0
+    if total <= 0:
+        return [stop - start for start, stop in band_rows(height, bands)]
+    ends = np.searchsorted(running, total * np.arange(1, bands) / bands) + 1
+    edges = [0]
+    for index, end in enumerate(ends.tolist(), start=1):
+        # at least one row for this band and for each band after it
+        edges.append(min(max(end, edges[-1] + 1), height - (bands - index)))
+    edges.append(height)
+    return [stop - start for start, stop in zip(edges[:-1], edges[1:])]
+
+
+def encode_sized_band_streams(width: int, heights: list[int], code_rows: Callable[[int, int], bytes],
+                              workers: int | None = None) -> bytes:
+    """Coding 7's band table (spec 5.6) and streams: the band count, each band's row count, each stream's length,
+    then the streams; code_rows(start, stop) codes rows [start, stop) of a label image `width` wide."""
+    if not 1 <= len(heights) <= MAX_BANDS or min(heights) < 1:
+        raise ValueError(f"1 to {MAX_BANDS} bands of at least one row each, not {heights}")
+    edges = np.cumsum([0, *heights]).tolist()
+    tasks = [lambda start=start, stop=stop: code_rows(start, stop) for start, stop in zip(edges[:-1], edges[1:])]
+    streams = run_in_threads(tasks, available_cores() if workers is None else workers)
+    table = (_COUNT.pack(len(heights)) + struct.pack(f">{len(heights)}I", *heights)
+             + struct.pack(f">{len(heights)}I", *(len(stream) for stream in streams)))
+    return table + b"".join(streams)
+
+
+def split_sized_bands(payload: bytes, width: int, height: int, min_stream_bytes: Callable[[int], int],
+                      unit: str = "rows", offset: int = 0) -> list[tuple[int, int, memoryview]]:
+    """Parse and check coding 7's band table (spec 5.6) before anything is allocated: (start row, stop row, stream)
+    per band, as split_bands does for the tables of codings 4 to 6 (offset: where `payload` starts in the
+    coding's payload, for the messages)."""
+    if len(payload) < _COUNT.size:
+        raise CodingError(f"payload: a banded context payload of {len(payload) + offset} bytes has no band count "
+                          f"(2 bytes at payload offset {offset})")
+    (bands,) = _COUNT.unpack_from(payload)
+    if not 1 <= bands <= min(MAX_BANDS, height):
+        raise CodingError(f"payload: band count {bands} at payload offset {offset} is not between 1 and "
+                          f"{min(MAX_BANDS, height)} (64, and at most the {unit} {height})")
+    table_end = _COUNT.size + 8 * bands
+    if len(payload) < table_end:
+        raise CodingError(f"payload: the band table of {bands} bands needs {table_end + offset} bytes, "
+                          f"the payload has {len(payload) + offset}")
+    heights = struct.unpack_from(f">{bands}I", payload, _COUNT.size)
+    lengths = struct.unpack_from(f">{bands}I", payload, _COUNT.size + 4 * bands)
+    for index, rows in enumerate(heights):
+        if rows < 1:
+            raise CodingError(f"payload: band {index} has 0 {unit} (payload offset {offset + 2 + 4 * index}); "
+                              f"every band has at least one")
+    if sum(heights) != height:
+        raise CodingError(f"payload: the band table's {unit} add up to {sum(heights)}, the image has {height}")
+    if table_end + sum(lengths) != len(payload):
+        raise CodingError(f"payload: the band table declares {sum(lengths)} bytes of streams after its "
+                          f"{table_end + offset} bytes, the payload holds {len(payload) - table_end}")
+    view = memoryview(payload)
+    parts = []
+    position, start = table_end, 0
+    for index, (rows, length) in enumerate(zip(heights, lengths)):
+        needed = min_stream_bytes(rows * width)
+        if length < needed:
+            raise CodingError(f"payload: band {index} ({unit} {start}-{start + rows - 1}) has a {length}-byte stream, "
+                              f"too short to hold {rows * width} labels (at least {needed} bytes)")
+        parts.append((start, start + rows, view[position : position + length]))
+        position += length
+        start += rows
     return parts
 
 

@@ -698,6 +698,10 @@ def cmd_info(args: argparse.Namespace) -> int:
         )
     file_size = header.file_size  # what was read: decoding refuses a file shorter or longer
     figures = storage_figures(header, file_size, source_size)
+    layout = _band_layout(args.input, header)
+    if layout is not None:
+        header_record["layout"] = layout
+        header_lines.append(_layout_line(layout))
     used = label_counts(image.labels, image.k)
     palette_hex = ["#" + entry.tobytes().hex() for entry in image.palette]
     if args.json:
@@ -720,6 +724,29 @@ def cmd_info(args: argparse.Namespace) -> int:
         lines.append(f"  {index:5d} {colour}: {count:,}")
     _print_info(lines)
     return EXIT_OK
+
+
+def _band_layout(path: Path, header: Header) -> dict | None:
+    """The bands of a banded context payload (codings.band_layout), read again from a regular file: a named
+    pipe, read once, gives none."""
+    from .codings import LAYOUT_PREFIX_BYTES, band_layout
+    from .container import HEADER_SIZE
+
+    if not path.is_file():
+        return None
+    with open(path, "rb") as handle:
+        handle.seek(HEADER_SIZE + header.k * header.channels)
+        return band_layout(handle.read(min(LAYOUT_PREFIX_BYTES, header.payload_length)), header)
+
+
+def _layout_line(layout: dict) -> str:
+    """'layout: 2 bands by columns (1123 + 925 columns), model 6': how the decoder's threads share the image."""
+    heights, unit = layout["band_heights"], layout["orientation"]
+    count = f"{len(heights)} band{'s' if len(heights) > 1 else ''} by {unit}"
+    if len(heights) > 1:
+        shown = " + ".join(map(str, heights[:8])) + (f" + … ({len(heights) - 8} more)" if len(heights) > 8 else "")
+        count += f" ({shown} {unit})"
+    return f"layout:         {count}, model {layout['model']}"
 
 
 #: No limit on the pixel count a header may declare, where nothing is decoded (api.read_header's own).

@@ -6,9 +6,11 @@ one per byte (two, big-endian, when b > 8) with the standard library; context1 (
 is the context-modelling range coder of spec section 5.2, in a compiled kernel,
 context (4) is the same coder run on independent horizontal bands (spec 5.3) so
 that several cores share the work, context2 (5) is coding 4's band layer with a
-model of joint neighbour contexts (spec 5.4), and context-columns (6) codes the
+model of joint neighbour contexts (spec 5.4), context-columns (6) codes the
 transposed image with either model (spec 5.5), for images that repeat more down
-their columns; auto weighs both orientations.
+their columns, and context3 (7) codes either orientation in bands of equal decoding
+cost, with models 4 and 5 or model 6, which codes escaped labels from the bottom of
+the label tree up where that takes fewer decisions (spec 5.6). auto writes coding 7.
 Every decoder is bounded: it never produces (or allocates for) more labels than
 the header declares.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import lzma
 import math
+import struct
 import zlib
 from dataclasses import dataclass
 from typing import Callable
@@ -149,6 +152,12 @@ BAND_MODEL = 4
 JOINT_BAND_MODEL = 5
 #: Coding 6 (spec 5.5) codes the transposed image's bands with either banded model; its first byte says which.
 COLUMN_MODELS = (BAND_MODEL, JOINT_BAND_MODEL)
+#: Model 6 (spec 5.6.1): model 5 with escaped labels coded bottom-up where that pays; labels of at most 8 bits.
+CLIMB_MODEL = 6
+CLIMB_MODEL_MAX_BITS = 8
+#: Coding 7 (spec 5.6): an orientation byte, a model byte, then bands with their row counts.
+CONTEXT3_MODELS = (BAND_MODEL, JOINT_BAND_MODEL, CLIMB_MODEL)
+BY_ROWS, BY_COLUMNS = 0, 1
 
 
 def _flat_labels(labels: np.ndarray, header: Header) -> np.ndarray:
@@ -275,14 +284,161 @@ def _columns_decode(payload: bytes, header: Header, workers: int | None = None) 
     return out
 
 
+def _row_costs(image: np.ndarray, k: int) -> np.ndarray:
+    """Each row's estimated decoding cost (the kernel's row_costs), the rows cut in one chunk per core."""
+    kernel = _context_kernel()
+    height, width = image.shape
+    costs = np.empty(height, dtype=np.uint64)
+    cores = max(1, min(parallel.available_cores(), height))
+    edges = [i * height // cores for i in range(cores + 1)]
+    _at_once([lambda a=a, b=b: kernel.row_costs(image[a:b], width, b - a, k, costs[a:b])
+              for a, b in zip(edges[:-1], edges[1:])])
+    return costs
+
+
+def _encode_context3(labels: np.ndarray, header: Header, model: int, columns: bool) -> bytes:
+    """Coding 7 with one model and orientation (spec 5.6): the orientation and model bytes, then the bands of the
+    label image (or of its transpose, whose rows are the image's columns) cut where their estimated decoding
+    costs balance, so that the threads that decode them finish together."""
+    kernel = _context_kernel()
+    if header.k == 1:
+        return b""
+    width, height, k = header.width, header.height, header.k
+    grid = _flat_labels(labels, header).reshape(height, width)
+    if columns:
+        image = np.empty((width, height), dtype=grid.dtype)
+        kernel.transpose(grid, image)
+    else:
+        image = grid
+    rows, row_width = image.shape
+    bands = banded.band_count_for(row_width, rows)
+    heights = [rows] if bands == 1 else banded.balanced_band_heights(_row_costs(image, k), bands)
+
+    def code_rows(start: int, stop: int) -> bytes:
+        return kernel.encode(image[start:stop], row_width, stop - start, k, model)
+
+    return bytes([BY_COLUMNS if columns else BY_ROWS, model]) + banded.encode_sized_band_streams(
+        row_width, heights, code_rows)
+
+
+def context3_models(header: Header) -> tuple[int, ...]:
+    """The models coding 7 weighs: on small images all three (models 4 and 5 when labels are over 8 bits, which
+    model 6 does not code), else the one the label width favours, as for codings 4 and 5 (context_codings_for):
+    model 6 up to 6 bits, model 4 above."""
+    if header.pixel_count <= AUTO_BOTH_CONTEXTS_MAX_LABELS:
+        return CONTEXT3_MODELS if header.label_bits <= CLIMB_MODEL_MAX_BITS else (BAND_MODEL, JOINT_BAND_MODEL)
+    return (CLIMB_MODEL,) if header.label_bits <= JOINT_MODEL_MAX_BITS else (BAND_MODEL,)
+
+
+def context3_jobs(labels: np.ndarray, header: Header) -> list[Callable[[], bytes]]:
+    """The coding-7 payloads auto weighs, as jobs: every model of context3_models in both orientations on small
+    images; on larger ones the one model, in the orientation prefers_columns picks."""
+    models = context3_models(header)
+    if len(models) > 1:
+        return [lambda model=model, columns=columns: _encode_context3(labels, header, model, columns)
+                for model in models for columns in (False, True)]
+    (model,) = models
+    columns = prefers_columns(labels, header, model)
+    return [lambda: _encode_context3(labels, header, model, columns)]
+
+
+def shortest_form(payload: bytes, header: Header) -> tuple[Coding, bytes]:
+    """A coding-7 payload in the shortest coding that holds it: a payload of model 4 or 5 whose bands are the
+    equal ones of codings 4 to 6 is the same band streams as coding 4 or 5 (by rows) or 6 (by columns), with 5 or
+    6 bytes less of header and table; anything else (model 6, or bands cut by cost) stays coding 7."""
+    if header.k == 1 or payload[1] == CLIMB_MODEL:
+        return CONTEXT3, payload
+    columns, model = payload[0] == BY_COLUMNS, payload[1]
+    (bands,) = struct.unpack_from(">H", payload, 2)
+    heights = struct.unpack_from(f">{bands}I", payload, 4)
+    rows = header.width if columns else header.height
+    if [stop - start for start, stop in banded.band_rows(rows, bands)] != list(heights):
+        return CONTEXT3, payload
+    banded_payload = payload[2:4] + payload[4 + 4 * bands :]  # the band count, the lengths, the streams
+    if columns:
+        return CONTEXT_COLUMNS, bytes([model]) + banded_payload
+    return ROW_CODING_OF_MODEL[model], banded_payload
+
+
+def _context3_encode(labels: np.ndarray, header: Header) -> bytes:
+    """Coding 7 as `--coding context3` writes it: the smallest of the payloads auto weighs (context3_jobs)."""
+    if header.k == 1:
+        return b""
+    return min(_at_once(context3_jobs(labels, header)), key=len)
+
+
+def _context3_decode(payload: bytes, header: Header, workers: int | None = None) -> np.ndarray:
+    """Decode coding 7 (spec 5.6): check the orientation and model bytes and the band table, then decode the bands
+    in parallel threads, each band of columns into a scratch array that its thread transposes into place."""
+    kernel = _context_kernel()
+    if header.k == 1:
+        return _single_colour(payload, header, "context3")
+    if len(payload) < 2:
+        raise CodingError(f"payload: a context3 payload of {len(payload)} bytes has no orientation and model bytes "
+                          f"(2 bytes at payload offset 0)")
+    orientation, model = payload[0], payload[1]
+    if orientation not in (BY_ROWS, BY_COLUMNS):
+        raise CodingError(f"payload: orientation {orientation} at payload offset 0 is not 0 (rows) or 1 (columns)")
+    if model not in CONTEXT3_MODELS:
+        raise CodingError(f"payload: model {model} at payload offset 1 is not 4, 5 or 6")
+    if model == CLIMB_MODEL and header.label_bits > CLIMB_MODEL_MAX_BITS:
+        raise CodingError(f"payload: model 6 at payload offset 1 codes labels of at most 8 bits, these have "
+                          f"{header.label_bits} (k = {header.k})")
+    width, height, k = header.width, header.height, header.k
+    columns = orientation == BY_COLUMNS
+    row_width, rows = (height, width) if columns else (width, height)
+    parts = banded.split_sized_bands(memoryview(payload)[2:], row_width, rows, _context_min_bytes,
+                                     unit="columns" if columns else "rows", offset=2)
+    out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))  # only once the band table holds up
+    grid = out.reshape(height, width)
+
+    def decode_rows(stream: memoryview, start: int, stop: int) -> None:
+        if columns:
+            band = np.empty((stop - start, height), dtype=out.dtype)
+            _decode_stream(kernel, stream, height, stop - start, k, band, model)
+            kernel.transpose(band, grid[:, start:stop])
+        else:
+            _decode_stream(kernel, stream, width, stop - start, k, out[start * width : stop * width], model)
+
+    banded.decode_band_streams(parts, decode_rows, workers=workers, unit="columns" if columns else "rows")
+    return out
+
+
+#: The most payload bytes band_layout reads: coding 7's bytes and table at 64 bands.
+LAYOUT_PREFIX_BYTES = 4 + 8 * banded.MAX_BANDS
+
+
+def band_layout(prefix: bytes, header: Header) -> dict | None:
+    """How a banded context payload (codings 4 to 7) cuts the image, from its first LAYOUT_PREFIX_BYTES bytes:
+    orientation ("rows" or "columns"), model, and each band's rows (or columns); None for other codings, k = 1,
+    or a prefix too short to say (a damaged file is the decoder's to report)."""
+    if header.coding not in (CONTEXT.id, CONTEXT2.id, CONTEXT_COLUMNS.id, CONTEXT3.id) or header.k == 1:
+        return None
+    try:
+        if header.coding == CONTEXT3.id:
+            columns, model = prefix[0] == BY_COLUMNS, prefix[1]
+            (bands,) = struct.unpack_from(">H", prefix, 2)
+            heights = list(struct.unpack_from(f">{bands}I", prefix, 4))
+        else:
+            columns = header.coding == CONTEXT_COLUMNS.id
+            model = prefix[0] if columns else BAND_MODEL if header.coding == CONTEXT.id else JOINT_BAND_MODEL
+            (bands,) = struct.unpack_from(">H", prefix, 1 if columns else 0)
+            heights = [stop - start for start, stop in banded.band_rows(header.width if columns else header.height, bands)]
+    except (IndexError, struct.error):
+        return None
+    return {"orientation": "columns" if columns else "rows", "model": model, "band_heights": heights}
+
+
 DEFLATE = Coding(1, "deflate", _deflate_encode, _deflate_decode, _any_length)
 LZMA = Coding(2, "lzma", _lzma_encode, _lzma_decode, _any_length)
 CONTEXT1 = Coding(3, "context1", _context_encode, _context_decode, _any_length)
 CONTEXT = Coding(4, "context", _banded_encoder(BAND_MODEL), _banded_decoder(BAND_MODEL), _any_length)
 CONTEXT2 = Coding(5, "context2", _banded_encoder(JOINT_BAND_MODEL), _banded_decoder(JOINT_BAND_MODEL), _any_length)
 CONTEXT_COLUMNS = Coding(6, "context-columns", _columns_encode, _columns_decode, _any_length)
+CONTEXT3 = Coding(7, "context3", _context3_encode, _context3_decode, _any_length)
 
-CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT1, CONTEXT, CONTEXT2, CONTEXT_COLUMNS)}
+CODINGS: dict[int, Coding] = {c.id: c for c in (RAW, DEFLATE, LZMA, CONTEXT1, CONTEXT, CONTEXT2, CONTEXT_COLUMNS,
+                                                 CONTEXT3)}
 CODINGS_BY_NAME: dict[str, Coding] = {c.name: c for c in CODINGS.values()}
 
 
@@ -396,9 +552,10 @@ def deflate_probe(labels: np.ndarray, header: Header, level: int = PROBE_LEVEL,
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
     """Code a flat label array with the named coding, or with the smallest of all for 'auto'; return both.
 
-    auto always weighs raw (its size is known without packing) and the banded context codings of
-    context_codings_for, by rows and by columns (coding 6): on small images both orientations, on larger
-    ones the orientation prefers_columns picks. It weighs the standard-library codings where a probe says
+    auto always weighs raw (its size is known without packing) and coding 7 (context3_jobs): on small
+    images three models in both orientations, on larger ones one model in the orientation prefers_columns
+    picks; a coding-7 payload that coding 4, 5 or 6 can hold (model 4 or 5 in equal bands) is written in
+    that coding, a few bytes shorter (shortest_form). It weighs the standard-library codings where a probe says
     they may win: deflate, and lzma up to AUTO_LZMA_MAX_LABELS labels (see FIRST_PROBE_GATE). Without the
     context kernel it weighs both of those. Codings that do not depend on each other run at once, on all
     cores. Ties go to the lower coding id.
@@ -411,26 +568,17 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
     candidates: list[tuple[Coding, bytes | None]] = [(RAW, None)]  # raw is packed only if it wins
     later: list[Coding] = [LZMA, DEFLATE] if small else [DEFLATE]  # the longest first: threads take the next one free
     if _ctxcoder is not None:
-        models = _models_for(header)
         sample = probe_sample(labels, header)
 
         def probe() -> float:
             return deflate_probe(labels, header, FIRST_PROBE_LEVEL, sample)
 
-        if len(models) > 1:  # small: every model by rows and by columns, one band each, and the probe, on all cores
-            contexts = [ROW_CODING_OF_MODEL[model] for model in models] + [CONTEXT_COLUMNS] * len(models)
-            jobs = [lambda c=c: c.encode(labels, header) for c in contexts[: len(models)]]
-            jobs += [lambda model=model: _encode_columns(labels, header, model) for model in models]
+        jobs = context3_jobs(labels, header)
+        if len(jobs) > 1:  # small: every model by rows and by columns, one band each, and the probe, on all cores
             *payloads, first_probe = _at_once([*jobs, probe])
         else:  # the bands of the one context coding take every core already
-            (model,) = models
-            if prefers_columns(labels, header, model):
-                contexts, payloads = [CONTEXT_COLUMNS], [_encode_columns(labels, header, model)]
-            else:
-                contexts = [ROW_CODING_OF_MODEL[model]]
-                payloads = [contexts[0].encode(labels, header)]
-            first_probe = probe()
-        candidates += zip(contexts, payloads)
+            payloads, first_probe = [jobs[0]()], probe()
+        candidates += [shortest_form(payload, header) for payload in payloads]
         context = len(min(payloads, key=len))
         if first_probe >= FIRST_PROBE_GATE * context or (
             not small and deflate_probe(labels, header, PROBE_LEVEL, sample) >= DEFLATE_WORTH_TRYING * context

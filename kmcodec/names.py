@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 
 #: Coding names by header id (spec section 5); codings.py registers a codec under each.
-CODING_NAMES = ("raw", "deflate", "lzma", "context1", "context", "context2", "context-columns")
+CODING_NAMES = ("raw", "deflate", "lzma", "context1", "context", "context2", "context-columns", "context3")
 #: The name that picks the smallest payload among the codings.
 AUTO = "auto"
 #: Names accepted by encoders: every coding, and auto.

@@ -124,7 +124,7 @@ def reserved_coding_file(path: Path, coding: int = 7) -> Path:
     return path
 
 
-@pytest.mark.parametrize("coding", [7, 128, 255])  # 6 is context-columns (spec 5.5), 7 the lowest reserved
+@pytest.mark.parametrize("coding", [8, 128, 255])  # 7 is context3 (spec 5.6), 8 the lowest reserved
 def test_info_reports_the_header_of_a_reserved_coding_then_fails(coding: int, tmp_path: Path, capsys) -> None:
     """spec/kmq.md section 5: a version-1 decoder can always read and report the header of a version-1 file."""
     source = reserved_coding_file(tmp_path / f"coding{coding}.kmq", coding)

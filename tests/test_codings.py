@@ -62,7 +62,7 @@ def test_every_coding_round_trips_every_label_width(china: np.ndarray, k: int, c
     crop = china[100:180, 200:330]
     image = photo_image(crop, k, channels)
     sizes = {}
-    for coding in (*ALL, "context-columns"):  # auto weighs coding 6 too (spec 5.5)
+    for coding in (*ALL, "context-columns", "context3"):  # auto weighs codings 6 and 7 too (spec 5.5, 5.6)
         data = api.encode(image, coding=coding)
         assert data[10] == codings.CODINGS_BY_NAME[coding].id
         assert api.decode(data) == image

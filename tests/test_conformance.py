@@ -288,18 +288,18 @@ def test_a_decoder_that_cannot_start_is_a_usage_error(tmp_path: Path, capsys) ->
     assert "cannot run" in capsys.readouterr().err
 
 
-CODED_VALID = sorted(n for n in VALID if conformance.vector_coding(VECTORS / n) in (1, 2, 3, 4, 5, 6))
+CODED_VALID = sorted(n for n in VALID if conformance.vector_coding(VECTORS / n) in (1, 2, 3, 4, 5, 6, 7))
 
 
 @pytest.mark.parametrize("name", CODED_VALID)
 def test_coded_valid_vectors_decode_independently_of_kmcodec(name: str) -> None:
     """The coded vectors are made with kmcodec's coders, so check them with decoders that share no code with it:
-    zlib and lzma over the spec's label layout, tests/context_reference.py (sections 5.2, 5.3.1, 5.4.1 and, for
-    coding 6, 5.5, in pure Python) and tests/banded_reference.py (the band layer of 5.3)."""
+    zlib and lzma over the spec's label layout, tests/context_reference.py (sections 5.2, 5.3.1, 5.4.1, 5.6.1 and,
+    for coding 6, 5.5, in pure Python) and tests/banded_reference.py (the band layers of 5.3 and 5.6)."""
     import lzma
 
     sys.path.insert(0, str(ROOT / "tests"))
-    from banded_reference import decode_banded
+    from banded_reference import decode_banded, decode_context3
     from context_reference import decode_columns, decode_context
 
     data = (VECTORS / name).read_bytes()
@@ -314,6 +314,8 @@ def test_coded_valid_vectors_decode_independently_of_kmcodec(name: str) -> None:
         labels = decode_banded(payload, width, height, k, model=coding)
     elif coding == 6:
         labels = decode_columns(payload, width, height, k)
+    elif coding == 7:
+        labels = decode_context3(payload, width, height, k)
     else:
         layout = zlib.decompress(payload) if coding == 1 else lzma.decompress(payload, format=lzma.FORMAT_XZ)
         if fields["label_bits"] > 8:

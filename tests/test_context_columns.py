@@ -53,6 +53,16 @@ def columns_payload(labels: np.ndarray, k: int, model: int) -> bytes:
     return codings._encode_columns(flat(labels, k), header_for(labels, k), model)
 
 
+def written_by_columns(data: bytes) -> bool:
+    """Whether a file's context payload codes the image by columns: coding 6, or coding 7 with orientation 1."""
+    if data[10] == COLUMNS.id:
+        return True
+    if data[10] == codings.CONTEXT3.id:
+        return payload_of(data)[0] == codings.BY_COLUMNS
+    assert data[10] in (codings.CONTEXT.id, codings.CONTEXT2.id)
+    return False
+
+
 def payload_of(data: bytes) -> bytes:
     """The payload section of a .kmq file (after the header and palette, before the trailer)."""
     channels, k = data[9], struct.unpack(">I", data[20:24])[0]
@@ -468,14 +478,11 @@ def test_auto_codes_vertical_structure_by_columns_and_horizontal_by_rows(shape) 
         image = KMQImage(palette, labels)
         header = header_for(labels, k)
         data = api.encode(image)
-        if by_columns:
-            assert data[10] == COLUMNS.id
-            assert payload_of(data)[0] in MODELS
-        else:
-            assert data[10] in (codings.CONTEXT.id, codings.CONTEXT2.id)
+        assert written_by_columns(data) == by_columns
         if large:
-            (model,) = codings._models_for(header)
-            assert model == codings.JOINT_BAND_MODEL  # k = 16: model 5 on large images
+            (model,) = codings.context3_models(header)
+            assert model == codings.CLIMB_MODEL  # k = 16: model 6 on large images
+            assert data[10] == codings.CONTEXT3.id and payload_of(data)[1] == model
             assert codings.prefers_columns(flat(labels, k), header, model) == by_columns
         assert api.decode(data) == image
 
@@ -490,9 +497,9 @@ def test_prefers_columns_judges_the_centre_of_the_image(centre_by_columns: bool)
     labels = np.ascontiguousarray(outside)
     labels[192:576, 192:576] = inside[192:576, 192:576]
     header = header_for(labels, k)
-    assert codings.prefers_columns(flat(labels, k), header, codings.JOINT_BAND_MODEL) == centre_by_columns
+    assert codings.prefers_columns(flat(labels, k), header, codings.CLIMB_MODEL) == centre_by_columns
     data = api.encode(KMQImage(np.zeros((k, 3), np.uint8), labels))
-    assert (data[10] == COLUMNS.id) == centre_by_columns
+    assert written_by_columns(data) == centre_by_columns
 
 
 @pytest.fixture(scope="module")
@@ -504,29 +511,27 @@ def wood_1mp() -> np.ndarray:
 
 @pytest.mark.parametrize("k", [16, 64, 256])
 def test_auto_on_a_large_photo_follows_prefers_columns_both_ways(wood_1mp: np.ndarray, k: int) -> None:
-    """Over 2^19 pixels auto codes one model (5 up to 6 label bits, else 4) in the orientation prefers_columns picks,
-    and writes exactly that coding's payload. The window is square here (1024^2 / 16 = 256^2 labels), so on the
-    transposed image prefers_columns sees the window's orientations swapped and must answer the other way."""
+    """Over 2^19 pixels auto codes one model (6 up to 6 label bits, else 4) in coding 7, in the orientation
+    prefers_columns picks, and writes exactly that payload (in coding 4 or 6 when it is model 4 in one band, which
+    they hold in fewer bytes). The window is square here (1024^2 / 16 = 256^2 labels), so on the transposed image
+    prefers_columns sees the window's orientations swapped and must answer the other way."""
     labels = api.quantize(wood_1mp, k).labels if k == 16 else labels_from_photo(wood_1mp, k)
     palette = np.random.default_rng(k).integers(0, 256, (k, 3), dtype=np.uint8)
     choices = []
     for grid in (labels, np.ascontiguousarray(labels.T)):
         header = header_for(grid, k)
         assert header.pixel_count > codings.AUTO_BOTH_CONTEXTS_MAX_LABELS
-        (model,) = codings._models_for(header)
-        assert model == (codings.JOINT_BAND_MODEL if k <= 64 else codings.BAND_MODEL)
+        (model,) = codings.context3_models(header)
+        assert model == (codings.CLIMB_MODEL if k <= 64 else codings.BAND_MODEL)
         prefers = codings.prefers_columns(flat(grid, k), header, model)
         image = KMQImage(palette, grid)
         data = api.encode(image)
-        if prefers:
-            assert data[10] == COLUMNS.id
-            assert payload_of(data) == codings._encode_columns(flat(grid, k), header, model)
-        else:
-            row_coding = codings.ROW_CODING_OF_MODEL[model]
-            assert data[10] == row_coding.id
-            assert payload_of(data) == row_coding.encode(flat(grid, k), header)
+        coding, payload = codings.shortest_form(codings._encode_context3(flat(grid, k), header, model, prefers), header)
+        assert (data[10], payload_of(data)) == (coding.id, payload)
+        assert coding is (codings.CONTEXT3 if k <= 64 else COLUMNS if prefers else codings.CONTEXT)  # 1 MP: one band
+        assert written_by_columns(data) == prefers
         explicit = payload_of(api.encode(image, coding="context-columns"))
-        assert explicit[0] == model  # a large image: context-columns codes the one model auto would
+        assert explicit[0] == (codings.JOINT_BAND_MODEL if k <= 64 else codings.BAND_MODEL)  # the label-width rule
         choices.append(prefers)
     assert choices[0] != choices[1]
 

@@ -61,13 +61,15 @@ def test_model_5_is_smaller_than_model_4_at_k_64_on_a_megapixel_photo() -> None:
 
 def test_auto_codes_big_images_with_one_context_coding_chosen_by_label_width(flower: np.ndarray) -> None:
     big = np.tile(flower, (2, 2, 1))  # 1.1 MP: over AUTO_BOTH_CONTEXTS_MAX_LABELS, so auto codes one context coding
-    for k, expected in ((16, codings.CONTEXT2), (256, codings.CONTEXT)):
+    for k, model in ((16, codings.CLIMB_MODEL), (256, codings.BAND_MODEL)):
         image = api.quantize(big, k, seed=0)
         assert image.labels.size > codings.AUTO_BOTH_CONTEXTS_MAX_LABELS
         data = api.encode(image)
-        if data[10] == codings.CONTEXT_COLUMNS.id:  # the same model by columns (spec 5.5): its first payload byte
-            model = codings.JOINT_BAND_MODEL if expected is codings.CONTEXT2 else codings.BAND_MODEL
-            assert data[36 + image.k * image.channels] == model
+        payload = data[36 + image.k * image.channels :]
+        if model == codings.CLIMB_MODEL:  # only coding 7 holds model 6 (spec 5.6): its second payload byte
+            assert (data[10], payload[1]) == (codings.CONTEXT3.id, model)
+        elif data[10] == codings.CONTEXT_COLUMNS.id:  # model 4 in one band (1.1 MP) by columns: coding 6 (spec 5.5)
+            assert payload[0] == model
         else:
-            assert data[10] == expected.id
+            assert data[10] == codings.CONTEXT.id
         assert api.decode(data) == image

@@ -1,4 +1,4 @@
-"""Conformance vectors for the compact codings (spec sections 5.1-5.5): valid files and one-defect corrupt files.
+"""Conformance vectors for the compact codings (spec sections 5.1-5.6): valid files and one-defect corrupt files.
 
 `coded_vectors()` returns a list of dicts for the conformance suite (the lead wires
 it into tools/make_vectors.py): name, data (the whole file), description, and either
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kmcodec import banded  # noqa: E402
 from kmcodec.bitpack import label_bits, label_dtype  # noqa: E402
-from kmcodec.codings import BAND_MODEL, CODINGS_BY_NAME, JOINT_BAND_MODEL, label_bytes  # noqa: E402
+from kmcodec.codings import BAND_MODEL, CLIMB_MODEL, CODINGS_BY_NAME, JOINT_BAND_MODEL, label_bytes  # noqa: E402
 from kmcodec.container import Header, build_file  # noqa: E402
 
 CODED = ("deflate", "lzma", "context1", "context", "context2")
@@ -31,6 +31,8 @@ CODED = ("deflate", "lzma", "context1", "context", "context2")
 BANDED_MODELS = {"context": BAND_MODEL, "context2": JOINT_BAND_MODEL}
 #: Coding 6 (spec 5.5): the transposed image in the bands of coding 4 or 5, its first byte naming the model.
 COLUMNS = "context-columns"
+#: Coding 7 (spec 5.6): orientation and model bytes, then bands whose row counts the table gives.
+CONTEXT3 = "context3"
 
 
 def fixed_palette(k: int, channels: int) -> np.ndarray:
@@ -147,6 +149,8 @@ def corrupt_vectors(coding: str) -> list[dict]:
                             header, palette, payload[:3], "coding"))
     elif coding == COLUMNS:
         vectors.extend(_column_vectors(palette))
+    elif coding == CONTEXT3:
+        vectors.extend(_context3_vectors())
     else:
         vectors.extend(_band_table_vectors(coding, header, palette, labels))
     if coding.startswith("context"):
@@ -328,9 +332,155 @@ COLUMN_CASES = [
 ]
 
 
+def context3_payload(labels: np.ndarray, k: int, columns: bool, model: int, heights: list[int]) -> bytes:
+    """A coding-7 payload (spec 5.6) of a height x width label grid with a chosen orientation, model and band
+    heights (rows of the coded image: the image, or its transpose when `columns`), built from the spec's layout."""
+    from kmcodec.codings import _context_kernel
+
+    kernel = _context_kernel()
+    if k == 1:
+        return b""
+    grid = np.ascontiguousarray(labels.T if columns else labels, dtype=label_dtype(label_bits(k)))
+    rows, row_width = grid.shape
+    assert sum(heights) == rows
+    return bytes([int(columns), model]) + banded.encode_sized_band_streams(
+        row_width, heights, lambda start, stop: kernel.encode(grid[start:stop], row_width, stop - start, k, model),
+        workers=1)
+
+
+def _ok_context3(columns: bool, model: int, k: int, channels: int, width: int, height: int, heights: list[int] | None,
+                 seed: int) -> dict:
+    """A valid coding-7 file with a chosen orientation, model and band heights (None: one band)."""
+    palette = fixed_palette(k, channels)
+    labels = fixed_labels(width, height, k, seed)
+    header = _header(width, height, channels, k, CONTEXT3)
+    mode = "rgba" if channels == 4 else "rgb"
+    rows = width if columns else height
+    heights = [rows] if heights is None else heights
+    way = "columns" if columns else "rows"
+    if len(heights) == 1:
+        cut = ""
+    elif len(set(heights)) == 1:
+        cut = f"-{len(heights)}bands-of-{heights[0]}"
+    else:
+        cut = f"-bands{'-'.join(map(str, heights))}"
+    parts = "" if k == 1 else f"-{way}-model{model}{cut}"
+    how = ("an empty payload (k = 1)" if k == 1 else
+           f"by {way}, model {model}, {len(heights)} band{'s' if len(heights) > 1 else ''} of "
+           f"{heights[0] if len(set(heights)) == 1 else ', '.join(map(str, heights))} {way}")
+    return {
+        "name": f"ok-{CONTEXT3}{parts}-k{k:04d}-{mode}-{width}x{height}.kmq",
+        "data": _file(header, palette, context3_payload(labels, k, columns, model, heights)),
+        "description": f"{CONTEXT3} coding (coding 7), {how}, k = {k} ({label_bits(k)}-bit labels), {mode.upper()}, "
+                       f"{width}x{height}",
+        "pixels": palette[labels].tobytes(),
+        "width": width,
+        "height": height,
+        "channels": channels,
+    }
+
+
+#: Valid coding-7 files: (by columns, model, k, channels, width, height, band heights or None for one band).
+#: Model 6 at 1- to 8-bit labels, k a power of two and not (the climb skips heights whose other subtree is all >= k),
+#: models 4 and 5 (10-bit labels for model 4), both orientations, bands of unequal heights down to one row, and
+#: the most bands (64).
+CONTEXT3_CASES = [
+    (False, 6, 2, 3, 31, 17, None),
+    (True, 6, 3, 3, 17, 31, [5, 12]),
+    (False, 6, 16, 3, 97, 61, [10, 40, 11]),
+    (True, 6, 17, 3, 29, 53, [1, 27, 1]),
+    (False, 6, 64, 4, 64, 48, [30, 18]),
+    (True, 6, 64, 3, 48, 64, None),
+    (False, 6, 100, 4, 36, 40, [1] * 40),
+    (True, 6, 200, 3, 50, 80, [7, 43]),
+    (False, 6, 256, 3, 80, 50, [2] * 25),
+    (False, 5, 64, 3, 61, 97, [90, 7]),
+    (True, 4, 16, 4, 61, 97, [3, 55, 3]),
+    (False, 4, 1000, 3, 45, 33, [20, 13]),
+    (True, 5, 1000, 4, 33, 45, None),
+    (False, 6, 64, 3, 70, 64, [1] * 64),
+    (True, 6, 16, 3, 1, 60, None),
+    (False, 6, 64, 4, 60, 1, None),
+    (False, 6, 1, 3, 9, 7, None),
+]
+
+
+def _context3_vectors() -> list[dict]:
+    """One-defect coding-7 files (spec 5.6): the orientation and model bytes, model 6 beyond 8 bits, an empty or
+    short payload, and the band table's counts, row counts and lengths, around a valid 3-band payload of a 23 x 37
+    image by columns (so the row counts add up to the width, 23, not the height)."""
+    k, channels, width, height = 16, 3, 23, 37
+    palette = fixed_palette(k, channels)
+    labels = fixed_labels(width, height, k, seed=13)
+    header = _header(width, height, channels, k, CONTEXT3)
+    heights = [5, 12, 6]
+    payload = context3_payload(labels, k, True, CLIMB_MODEL, heights)
+    lengths = list(struct.unpack(">3I", payload[16:28]))
+    streams = payload[28:]
+    first, second, last = streams[: lengths[0]], streams[lengths[0] : lengths[0] + lengths[1]], streams[lengths[0] + lengths[1] :]
+
+    def table(bands: int, rows: list[int], sizes: list[int]) -> bytes:
+        return struct.pack(f">H{len(rows)}I{len(sizes)}I", bands, *rows, *sizes)
+
+    head = payload[:2]
+    # model bytes and orientation: a one-row image (the coded image by rows is one row, where W = N = NW = NE
+    # everywhere after the first label, so models 4, 5 and 6 read the same contexts... but model 6 codes escapes
+    # differently), so each wrong byte sits before a rest that is valid for some model
+    row_labels = fixed_labels(40, 1, k, seed=14)
+    row = _header(40, 1, channels, k, CONTEXT3)
+    row_rest = context3_payload(row_labels, k, False, JOINT_BAND_MODEL, [1])[2:]
+    big = 300
+    wide = _header(big, 2, channels, big, CONTEXT3)
+    big_labels = (np.arange(2 * big) % big).reshape(2, big)
+    big_rest = context3_payload(big_labels, big, False, BAND_MODEL, [2])[2:]
+    tall = _header(3, 70, channels, k, CONTEXT3)
+    by_rows = context3_payload(labels, k, False, CLIMB_MODEL, [20, 17])  # valid by rows, not by columns (37 rows)
+    defects = [
+        ("orientation-2", row, b"\x02\x05" + row_rest, "orientation byte 2 before a valid rest (model 5, one band)"),
+        ("orientation-255", row, b"\xff\x05" + row_rest, "orientation byte 255 before a valid rest (model 5, one band)"),
+        ("model-byte-3", row, b"\x00\x03" + row_rest, "model byte 3 (coding 3's model) before a valid model-5 rest"),
+        ("model-byte-7", row, b"\x00\x07" + row_rest, "model byte 7 before a valid model-5 rest"),
+        ("model-6-k0300", wide, b"\x00\x06" + big_rest,
+         "model byte 6 with k = 300 (9-bit labels; model 6 codes at most 8) before a valid model-4 rest"),
+        ("empty-k0016", header, b"", "an empty payload with k = 16 (only k = 1 has no payload)"),
+        ("orientation-only", header, payload[:1], "the orientation byte alone, no model byte"),
+        ("no-band-count", header, head, "the orientation and model bytes alone, no band count"),
+        ("band-count-zero", header, head + table(0, [], []), "band count 0 and nothing after it"),
+        ("band-count-65", tall, b"\x00\x06" + table(65, [1] * 64 + [6], [4] * 65) + bytes(4 * 65),
+         "band count 65, more than 64 (the image has 70 rows), with 65 streams of 4 bytes"),
+        ("band-count-over-width", header, b"\x01" + by_rows[1:2] + table(24, [1] * 23 + [14], [4] * 24) + bytes(4 * 24),
+         f"band count 24 by columns, more than the {width} columns (the image has {height} rows)"),
+        ("by-rows-heights", header, b"\x01" + by_rows[1:],
+         f"orientation 1 (columns) before a valid payload by rows, whose row counts add up to the {height} rows, "
+         f"not the {width} columns"),
+        ("band-table-short", header, payload[:27], "a 3-band table cut short by one byte"),
+        ("band-rows-zero", header, head + table(3, [5, 0, 18], lengths) + streams, "a band of 0 rows (row counts 5, 0, 18)"),
+        ("band-rows-over", header, head + table(3, [5, 12, 7], lengths) + streams,
+         f"row counts adding up to 24, one more than the {width} columns"),
+        ("band-rows-under", header, head + table(3, [5, 12, 5], lengths) + streams,
+         f"row counts adding up to 22, one less than the {width} columns"),
+        ("band-lengths-over", header, head + table(3, heights, [lengths[0], lengths[1] + 1, lengths[2]]) + streams,
+         "band lengths adding up to one byte more than the payload holds"),
+        ("band-lengths-under", header, head + table(3, heights, [lengths[0], lengths[1] - 1, lengths[2]]) + streams,
+         "band lengths adding up to one byte less than the payload holds"),
+        ("band-stream-ends-early", header, head + table(3, heights, [lengths[0], lengths[1], lengths[2] - 1]) + streams[:-1],
+         "the last band's stream one byte short (its length says so)"),
+        ("band-stream-short-start", header, head + table(3, heights, [lengths[0], 3, lengths[2]]) + first + second[:3] + last,
+         "a band stream of 3 bytes, shorter than the coder's 4-byte start"),
+        ("band-stream-leftover", header, head + table(3, heights, [lengths[0], lengths[1] + 1, lengths[2]]) + first + second
+         + b"\x00" + last, "one byte left over after the middle band's last label (its length says so)"),
+        ("heights-swapped", header, head + table(3, [12, 5, 6], lengths) + streams,
+         "the first two bands' row counts swapped (5 and 12 rows coded, 12 and 5 declared): the first stream runs "
+         "out or has bytes left over"),
+    ]
+    return [_bad(f"bad-{CONTEXT3}-{name}.kmq", f"{CONTEXT3} (coding 7) payload with {what}", where,
+                 fixed_palette(where.k, channels), data, "coding")
+            for name, where, data, what in defects]
+
+
 def coded_vectors() -> list[dict]:
-    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma), 3 (context1), 4 (context), 5 (context2)
-    and 6 (context-columns)."""
+    """All valid and corrupt vectors of codings 1 (deflate), 2 (lzma), 3 (context1), 4 (context), 5 (context2),
+    6 (context-columns) and 7 (context3)."""
     vectors: list[dict] = []
     cases = [(2, 3, 31, 17), (16, 3, 97, 61), (64, 3, 97, 61), (64, 4, 64, 48), (256, 3, 80, 50), (1000, 3, 45, 33),
              (1, 3, 9, 7)]
@@ -349,6 +499,9 @@ def coded_vectors() -> list[dict]:
     for index, (model, k, channels, width, height, bands) in enumerate(COLUMN_CASES):
         vectors.append(_ok_columns(model, k, channels, width, height, bands, seed=400 + index))
     vectors.extend(corrupt_vectors(COLUMNS))
+    for index, (columns, model, k, channels, width, height, heights) in enumerate(CONTEXT3_CASES):
+        vectors.append(_ok_context3(columns, model, k, channels, width, height, heights, seed=500 + index))
+    vectors.extend(corrupt_vectors(CONTEXT3))
     return vectors
 
 

@@ -256,7 +256,7 @@ def select_codings(manifest: Mapping[str, Mapping], vectors: Path, codings: Sequ
 
 
 #: The codings spec/kmq.md defines; a vector with any other coding byte tests rejection of unknown codings.
-DEFINED_CODINGS = (0, 1, 2, 3, 4, 5, 6)
+DEFINED_CODINGS = (0, 1, 2, 3, 4, 5, 6, 7)
 
 
 def main(argv: Sequence[str] | None = None, stream: TextIO = sys.stdout) -> int:
