@@ -2,7 +2,7 @@
 
 For every corpus image (tools/corpus.py) and k, ONE quantization gives a palette
 and labels; the same palette and labels are then stored as .kmq with every coding
-(raw, deflate, lzma, context, context2, context-columns, auto), as PNG-8 (Pillow, optimize), PNG-8 after
+(raw, deflate, lzma, context, context2, context-columns, context3, auto), as PNG-8 (Pillow, optimize), PNG-8 after
 oxipng (pyoxipng, level 6), GIF (Pillow) and WebP lossless (`cwebp -lossless -z 9
 -exact` on the PNG-8). It reports bytes and bits per pixel, median ratios over the
 corpus, then decode and encode timings (medians of several runs; run the tool under
@@ -39,9 +39,9 @@ from kmcodec import api  # noqa: E402
 from kmcodec.codings import CODINGS as CODINGS_BY_ID  # noqa: E402
 from kmcodec.image import KMQImage  # noqa: E402
 
-CODINGS = ("raw", "deflate", "lzma", "context", "context2", "context-columns", "auto")
-#: The banded context codings (spec 5.3-5.5); auto writes one of them on every corpus image.
-BANDED = ("context", "context2", "context-columns")
+CODINGS = ("raw", "deflate", "lzma", "context", "context2", "context-columns", "context3", "auto")
+#: The banded context codings (spec 5.3-5.6); auto writes coding 7 (context3) on every corpus image.
+BANDED = ("context", "context2", "context-columns", "context3")
 
 
 def coding_written(data: bytes) -> str:
@@ -221,7 +221,7 @@ def columns_over_rows(row: dict) -> float | None:
 
 def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
     """The Markdown report: size table, median ratios, speed table."""
-    columns = ["raw", "deflate", "lzma", "context", "context2", "context-columns", "auto", "png8", "oxipng", "gif", "webp"]
+    columns = [*CODINGS, "png8", "oxipng", "gif", "webp"]
     lines = [] if not size_rows else ["### Sizes (bytes, and bits per pixel of the whole file)", "",
              "| image | k | " + " | ".join(columns) + " | auto wrote |", "|---|---:|" + "---:|" * len(columns) + "---:|"]
     for row in size_rows:
@@ -247,12 +247,12 @@ def report(size_rows: list[dict], speed_rows: list[dict], ks) -> str:
                 f"{median_of(columns_over_rows(r) for r in rows)} | {worst_text} |"
             )
     if speed_rows:
-        lines += ["", "### Speed (medians of several runs, wall time, ms)", "",
-                  "| image | MP | k | context decode | ÷ WebP | context2 decode | ÷ WebP | context-columns decode | ÷ WebP "
-                  "| auto wrote | auto decode | ÷ WebP | + to RGB | Pillow WebP decode "
-                  "| raw file→RGB | deflate file→RGB | lzma file→RGB | lzma ÷ raw | quantize | encode raw | deflate | lzma "
-                  "| context | context2 | context-columns | auto |",
-                  "|---|---:|---:|" + "---:|" * 23]
+        header = ("| image | MP | k | " + "".join(f"{c} decode | ÷ WebP | " for c in BANDED)
+                  + "auto wrote | auto decode | ÷ WebP | + to RGB | Pillow WebP decode "
+                  "| raw file→RGB | deflate file→RGB | lzma file→RGB | lzma ÷ raw | quantize | encode "
+                  + " | ".join(CODINGS) + " |")
+        lines += ["", "### Speed (medians of several runs, wall time, ms)", "", header,
+                  "|---|" + "---:|" * (header.count("|") - 2)]
         for row in speed_rows:
             webp = row.get("decode_webp")
             # file -> RGB array; rows saved before it was measured have the label decode only
