@@ -64,6 +64,23 @@ def encode_band_streams(width: int, height: int, code_rows: Callable[[int, int],
     return table + b"".join(streams)
 
 
+def _band_table_size(payload: bytes, height: int, extent: str, offset: int, bytes_per_band: int) -> tuple[int, int]:
+    """The band count of a band table and where the table ends, checked against the payload (spec 5.3, 5.6):
+    1 to 64 bands and at most `height` (the coded image's rows, named `extent` in messages)."""
+    if len(payload) < _COUNT.size:
+        raise CodingError(f"payload: a banded context payload of {len(payload) + offset} bytes has no band count "
+                          f"(2 bytes at payload offset {offset})")
+    (bands,) = _COUNT.unpack_from(payload)
+    if not 1 <= bands <= min(MAX_BANDS, height):
+        raise CodingError(f"payload: band count {bands} at payload offset {offset} is not between 1 and "
+                          f"{min(MAX_BANDS, height)} (64, and at most the {extent} {height})")
+    table_end = _COUNT.size + bytes_per_band * bands
+    if len(payload) < table_end:
+        raise CodingError(f"payload: the band table of {bands} bands needs {table_end + offset} bytes, "
+                          f"the payload has {len(payload) + offset}")
+    return bands, table_end
+
+
 def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Callable[[int], int], unit: str = "rows",
                 offset: int = 0) -> list[tuple[int, int, memoryview]]:
     """Parse and check the band table (spec 5.3) before anything is allocated: (start row, stop row, stream) per band.
@@ -72,17 +89,7 @@ def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Calla
     a shorter one is rejected here, so a tiny payload cannot make the decoder allocate a large image.
     Coding 6 passes its payload after the model byte (offset 1, for the messages) and unit "columns".
     """
-    if len(payload) < _COUNT.size:
-        raise CodingError(f"payload: a banded context payload of {len(payload) + offset} bytes has no band count "
-                          f"(2 bytes at payload offset {offset})")
-    (bands,) = _COUNT.unpack_from(payload)
-    if not 1 <= bands <= min(MAX_BANDS, height):
-        raise CodingError(f"payload: band count {bands} at payload offset {offset} is not between 1 and "
-                          f"{min(MAX_BANDS, height)} (64, and at most the {'height' if unit == 'rows' else 'width'} {height})")
-    table_end = _COUNT.size + 4 * bands
-    if len(payload) < table_end:
-        raise CodingError(f"payload: the band table of {bands} bands needs {table_end + offset} bytes, "
-                          f"the payload has {len(payload) + offset}")
+    bands, table_end = _band_table_size(payload, height, 'height' if unit == 'rows' else 'width', offset, 4)
     lengths = struct.unpack_from(f">{bands}I", payload, _COUNT.size)
     if table_end + sum(lengths) != len(payload):
         raise CodingError(f"payload: the band table declares {sum(lengths)} bytes of streams after its "
@@ -137,17 +144,7 @@ def split_sized_bands(payload: bytes, width: int, height: int, min_stream_bytes:
     """Parse and check coding 7's band table (spec 5.6) before anything is allocated: (start row, stop row, stream)
     per band, as split_bands does for the tables of codings 4 to 6 (offset: where `payload` starts in the
     coding's payload, for the messages)."""
-    if len(payload) < _COUNT.size:
-        raise CodingError(f"payload: a banded context payload of {len(payload) + offset} bytes has no band count "
-                          f"(2 bytes at payload offset {offset})")
-    (bands,) = _COUNT.unpack_from(payload)
-    if not 1 <= bands <= min(MAX_BANDS, height):
-        raise CodingError(f"payload: band count {bands} at payload offset {offset} is not between 1 and "
-                          f"{min(MAX_BANDS, height)} (64, and at most the {unit} {height})")
-    table_end = _COUNT.size + 8 * bands
-    if len(payload) < table_end:
-        raise CodingError(f"payload: the band table of {bands} bands needs {table_end + offset} bytes, "
-                          f"the payload has {len(payload) + offset}")
+    bands, table_end = _band_table_size(payload, height, unit, offset, 8)
     heights = struct.unpack_from(f">{bands}I", payload, _COUNT.size)
     lengths = struct.unpack_from(f">{bands}I", payload, _COUNT.size + 4 * bands)
     for index, rows in enumerate(heights):
