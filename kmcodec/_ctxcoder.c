@@ -647,6 +647,21 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
     return node - (1u << bits);
 }
 
+/* The neighbours of spec 5.2.2 at (x, y): `up` is the row above, NULL in the first row (where N, NW and NE are
+   W), and a missing left or upper-right neighbour is N. The walk and row_costs read them alike. */
+#define READ_NEIGHBOURS(row, up, x, width, W, N, NW, NE)                                                   \
+    do {                                                                                                   \
+        if (!(up)) {                                                                                       \
+            W = (x) ? (row)[(x) - 1] : 0;                                                                  \
+            N = NW = NE = W;                                                                               \
+        } else {                                                                                           \
+            N = (up)[x];                                                                                   \
+            W = (x) ? (row)[(x) - 1] : N;                                                                  \
+            NW = (x) ? (up)[(x) - 1] : N;                                                                  \
+            NE = (x) + 1 < (width) ? (up)[(x) + 1] : N;                                                    \
+        }                                                                                                  \
+    } while (0)
+
 /* Walk the image in row-major order with the neighbours and pattern of spec 5.2.2 (and model 4's runs). */
 #define DEFINE_WALK(NAME, ENC, T, MODEL, VECTOR, ATTRIBUTES)                                              \
 static ATTRIBUTES void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uint32_t k, int bits) {      \
@@ -659,15 +674,7 @@ static ATTRIBUTES void NAME(Coder *c, Model *m, T *labels, size_t width, size_t 
         size_t next_change = 0; /* model 4: the first x' > (a pixel) where the row above changes label */  \
         for (size_t x = 0; x < width; x++) {                                                               \
             uint32_t W, N, NW, NE, WW, NN;                                                                 \
-            if (y == 0) {                                                                                  \
-                W = x ? row[x - 1] : 0;                                                                    \
-                N = NW = NE = W;                                                                           \
-            } else {                                                                                       \
-                N = up[x];                                                                                 \
-                W = x ? row[x - 1] : N;                                                                    \
-                NW = x ? up[x - 1] : N;                                                                    \
-                NE = x + 1 < width ? up[x + 1] : N;                                                        \
-            }                                                                                              \
+            READ_NEIGHBOURS(row, up, x, width, W, N, NW, NE);                                              \
             WW = x > 1 ? row[x - 2] : W;                                                                   \
             NN = up2 ? up2[x] : N;                                                                         \
             uint32_t pattern = (uint32_t)(W == N) | (uint32_t)(W == NW) << 1 | (uint32_t)(N == NE) << 2    \
@@ -974,15 +981,7 @@ static void NAME(const T *labels, size_t width, size_t height, int bits, uint64_
         uint64_t cost = 0;                                                                                         \
         for (size_t x = 0; x < width; x++) {                                                                       \
             uint32_t W, N, NW, NE, v = row[x];                                                                     \
-            if (!up) {                                                                                             \
-                W = x ? row[x - 1] : 0;                                                                            \
-                N = NW = NE = W;                                                                                   \
-            } else {                                                                                               \
-                N = up[x];                                                                                         \
-                W = x ? row[x - 1] : N;                                                                            \
-                NW = x ? up[x - 1] : N;                                                                            \
-                NE = x + 1 < width ? up[x + 1] : N;                                                                \
-            }                                                                                                      \
+            READ_NEIGHBOURS(row, up, x, width, W, N, NW, NE);                                                      \
             uint32_t asked = 1;                                                                                    \
             if (v != W) {                                                                                          \
                 int hit = 0;                                                                                       \

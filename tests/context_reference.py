@@ -124,7 +124,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
     js = b - jb
     # model 6 (5.6.1): the climb models (shaped like tree[0], tree[1], joint[0], joint[1]), their weights, span
     climb = [dict() for _ in range(4)]
-    cw = [[[16384] * 4 for _ in range(4)] for _ in range(7)]
+    kw = [[[16384] * 4 for _ in range(4)] for _ in range(7)]
     span = [32] * 256
     if model == 6 and b > 8:
         raise StreamError("model 6 with labels of more than 8 bits")
@@ -231,7 +231,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
                             continue
                         ms = [get(climb[0], (W, a), 30), get(climb[1], (N, a), 30),
                               get(climb[2], (W >> js, N >> js, a), 30), get(climb[3], (NW >> js, NE >> js, a), 30)]
-                        if mixed(ms, cw[t - 1][questions - 1]):
+                        if mixed(ms, kw[t - 1][questions - 1]):
                             h = t
                             break
                     node = ((W >> (h - 1)) ^ 1) + (1 << (b - h + 1))
