@@ -460,10 +460,27 @@ static inline __attribute__((always_inline)) VECTOR_TARGET __m256i stretch_of(__
     return _mm256_srai_epi32(_mm256_slli_epi32(pair, 16), 16);
 }
 
+/* RATE[n] for counts n < 32 (a tree model's count stops at M4_TREE_LIMIT), by four in-register table lookups
+   instead of a gather: bit 3 of n picks between two 8-entry lookups, bit 4 between two pairs (7 % faster
+   walks on pixels-l at k = 256 than the gather). */
+#if M4_TREE_LIMIT >= 32
+#error "rate_of looks up counts below 32 only"
+#endif
+static inline __attribute__((always_inline)) VECTOR_TARGET __m256i rate_of(__m256i n) {
+    __m256 bit3 = _mm256_castsi256_ps(_mm256_slli_epi32(n, 28)), bit4 = _mm256_castsi256_ps(_mm256_slli_epi32(n, 27));
+    __m256 low = _mm256_blendv_ps(
+        _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)&RATE[0]), n)),
+        _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)&RATE[8]), n)), bit3);
+    __m256 high = _mm256_blendv_ps(
+        _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)&RATE[16]), n)),
+        _mm256_castsi256_ps(_mm256_permutevar8x32_epi32(_mm256_loadu_si256((const __m256i *)&RATE[24]), n)), bit3);
+    return _mm256_castps_si256(_mm256_blendv_ps(low, high, bit4));
+}
+
 static inline __attribute__((always_inline)) VECTOR_TARGET __m256i adapted(__m256i bits, __m256i one, int limit) {
     __m256i low16 = _mm256_set1_epi32(0xFFFF);
     __m256i p = _mm256_and_si256(bits, low16), n = _mm256_srli_epi32(bits, 16);
-    __m256i r = _mm256_i32gather_epi32((const int *)RATE, n, 4);
+    __m256i r = rate_of(n);
     __m256i up = _mm256_add_epi32(p, _mm256_srli_epi32(_mm256_mullo_epi32(_mm256_sub_epi32(_mm256_set1_epi32(65536), p), r), 16));
     __m256i down = _mm256_sub_epi32(p, _mm256_srli_epi32(_mm256_mullo_epi32(p, r), 16));
     p = _mm256_and_si256(_mm256_blendv_epi8(down, up, one), low16);
@@ -509,16 +526,30 @@ static inline VECTOR_TARGET void encode_tree_vector(
     for (int depth = 0; depth < bits; depth++)
         if (coded >> depth & 1u) code_bit(1, c, probability[depth], (int)(value >> (bits - 1 - depth)) & 1);
     __m256i err = _mm256_mullo_epi32(_mm256_sub_epi32(_mm256_slli_epi32(bit, 12), pm), _mm256_set1_epi32(M4_TREE_RATE));
-    uint32_t updated[MIX_INPUTS][8];
+    __m256i updated[MIX_INPUTS];
     for (int i = 0; i < MIX_INPUTS; i++) {
-        _mm256_storeu_si256((__m256i *)updated[i], adapted(in[i], one, M4_TREE_LIMIT));
+        updated[i] = adapted(in[i], one, M4_TREE_LIMIT);
         __m256i nw = _mm256_add_epi32(wv[i], _mm256_srai_epi32(_mm256_mullo_epi32(st[i], err), 10));
         nw = _mm256_max_epi32(_mm256_min_epi32(nw, _mm256_set1_epi32(WEIGHT_LIMIT)), _mm256_set1_epi32(-WEIGHT_LIMIT));
         _mm256_store_si256((__m256i *)w[i], _mm256_blendv_epi8(wv[i], nw, mask));
     }
+    /* Store the updated models by depth: a 4 x 8 transpose in registers puts each depth's four models (W, N, NW, NE
+       rows) in one 128-bit piece, taken apart by extracts (7 % faster than storing the vectors and reloading them
+       a model at a time). */
+    __m256i wn_low = _mm256_unpacklo_epi32(updated[0], updated[1]), wn_high = _mm256_unpackhi_epi32(updated[0], updated[1]);
+    __m256i diag_low = _mm256_unpacklo_epi32(updated[2], updated[3]), diag_high = _mm256_unpackhi_epi32(updated[2], updated[3]);
+    __m256i d04 = _mm256_unpacklo_epi64(wn_low, diag_low), d15 = _mm256_unpackhi_epi64(wn_low, diag_low);
+    __m256i d26 = _mm256_unpacklo_epi64(wn_high, diag_high), d37 = _mm256_unpackhi_epi64(wn_high, diag_high);
+    const __m128i by_depth[8] = {
+        _mm256_castsi256_si128(d04), _mm256_castsi256_si128(d15), _mm256_castsi256_si128(d26),
+        _mm256_castsi256_si128(d37), _mm256_extracti128_si256(d04, 1), _mm256_extracti128_si256(d15, 1),
+        _mm256_extracti128_si256(d26, 1), _mm256_extracti128_si256(d37, 1)};
     for (int depth = 0; depth < bits; depth++) {
         if (!(coded >> depth & 1u)) continue;
-        for (int i = 0; i < MIX_INPUTS; i++) memcpy(&rows[i][slots[depth]], &updated[i][depth], sizeof(Bit));
+        const __m128i four = by_depth[depth];
+        uint32_t model[MIX_INPUTS] = {(uint32_t)_mm_cvtsi128_si32(four), (uint32_t)_mm_extract_epi32(four, 1),
+                                      (uint32_t)_mm_extract_epi32(four, 2), (uint32_t)_mm_extract_epi32(four, 3)};
+        for (int i = 0; i < MIX_INPUTS; i++) memcpy(&rows[i][slots[depth]], &model[i], sizeof(Bit));
     }
 }
 #endif
