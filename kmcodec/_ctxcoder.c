@@ -1,7 +1,7 @@
 /*
  * _ctxcoder: the compiled kernel of the .kmq context codings (spec/kmq.md: coding 3 in section 5.2,
- * model 4, the model of each band of coding 4, in section 5.3.1, model 5, of coding 5, in 5.4.1, and model 6, of
- * coding 7, in 5.6.1).
+ * model 4, the model of each band of coding 4, in section 5.3.1, model 5, of coding 5, in 5.4.1, and models 6 and 7,
+ * of coding 7, in 5.6.1 and 5.6.2).
  *
  * An adaptive binary range coder (LZMA-style carry handling, 32-bit range, 16-bit
  * probabilities) driven by a context model of already-decoded neighbours. The
@@ -14,16 +14,16 @@
  * width), which changes no probability and no output byte.
  *
  * Python interface (model 3, the default, is coding 3's model; models 4 and 5 code one band of codings 4 and 5,
- * model 6 (k <= 256) one band of coding 7, which may also use models 4 and 5):
+ * models 6 (k <= 256) and 7 one band of coding 7, which may also use models 4 and 5):
  *   encode(labels, width, height, k, model=3, vector=True) -> bytes
  *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2 (a label >= k raises
  *       ValueError before anything is coded).
- *       vector: code the tree walks of models 4 to 6 (labels of 1 byte) with AVX2 when the CPU has it
+ *       vector: code the tree walks of models 4 to 7 (labels of 1 byte) with AVX2 when the CPU has it
  *       (VECTOR_ENCODER says whether it does); the bytes are the same either way.
  *   decode(payload, width, height, k, out, model=3) -> None
  *       out: a writable C-contiguous buffer for width*height labels, itemsize 1 or 2.
  *       Raises ValueError if the payload ends early or has bytes left over, or if model is not
- *       3, 4, 5 or 6 (6 with k <= 256); never reads outside `payload` and never writes outside `out`.
+ *       3, 4, 5, 6 or 7 (6 with k <= 256); never reads outside `payload` and never writes outside `out`.
  *   Both release the GIL while they code.
  */
 #define PY_SSIZE_T_CLEAN
@@ -581,7 +581,7 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
             return NE;
     } else {
         Bit *diag;
-        if (MODEL == 4) {
+        if (MODEL == 4 || MODEL == 7) {
             diag = m->diag + 4 * (((NW >> shift) << nb) | (NE >> shift));
         } else { /* model 5: quad, the four neighbours' labels side by side, hashed when they need over 16 bits */
             uint64_t key = ((((uint64_t)W << bits | N) << bits | NW) << bits) | NE;
@@ -591,18 +591,39 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
         int32_t (*w)[M4_INPUTS] = m->question_weights[pattern];
 #define QUESTION(j, v) code_question(ENC, c, &m->same[j][pattern], pair + (j), diag + (j), run + (j), w[j], \
                                      m->apm[pattern][j], ENC && value == (v))
-        if (QUESTION(0, W)) return W;
-        if (N != W) {
-            questions++;
-            if (QUESTION(1, N)) return N;
-        }
-        if (NW != W && NW != N) {
-            questions++;
-            if (QUESTION(2, NW)) return NW;
-        }
-        if (NE != W && NE != N && NE != NW) {
-            questions++;
-            if (QUESTION(3, NE)) return NE;
+        if (MODEL == 7) {
+            /* "is the label one of the distinct neighbours?" first (question 3's models), and only then which one
+               (questions 0, 1, 2 by the neighbour's place among them): an image whose labels are mostly none of
+               their neighbours takes one decision where model 4 asks up to four */
+            uint32_t distinct[4] = {W, 0, 0, 0};
+            int count = 1;
+            if (N != W) distinct[count++] = N;
+            if (NW != W && NW != N) distinct[count++] = NW;
+            if (NE != W && NE != N && NE != NW) distinct[count++] = NE;
+            int among = 0;
+            if (ENC)
+                for (int i = 0; i < count; i++) among |= value == distinct[i];
+            questions = count; /* the tree's weights: as in model 4, by the number of distinct neighbours */
+            if (code_question(ENC, c, &m->same[3][pattern], pair + 3, diag + 3, run + 3, w[3], m->apm[pattern][3],
+                              among)) {
+                for (int i = 0; i < count - 1; i++)
+                    if (QUESTION(i, distinct[i])) return distinct[i];
+                return distinct[count - 1];
+            }
+        } else {
+            if (QUESTION(0, W)) return W;
+            if (N != W) {
+                questions++;
+                if (QUESTION(1, N)) return N;
+            }
+            if (NW != W && NW != N) {
+                questions++;
+                if (QUESTION(2, NW)) return NW;
+            }
+            if (NE != W && NE != N && NE != NW) {
+                questions++;
+                if (QUESTION(3, NE)) return NE;
+            }
         }
 #undef QUESTION
     }
@@ -612,7 +633,7 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
     Bit *tw = m->tree + (W >> shift) * row;
     Bit *tn = m->tree + (rows + (N >> shift)) * row;
     Bit *tnw, *tne;
-    if (MODEL >= 5) { /* the joint contexts take the places of NW and NE */
+    if (MODEL == 5 || MODEL == 6) { /* the joint contexts take the places of NW and NE */
         int jb = joint_bits(bits), js = bits - jb;
         tnw = m->joint + (size_t)((W >> js) << jb | (N >> js)) * row;
         tne = m->joint + m->joint_half + (size_t)((NW >> js) << jb | (NE >> js)) * row;
@@ -754,20 +775,27 @@ DEFINE_WALK(encode6_u8, 1, uint8_t, 6, 0, )
 DEFINE_WALK(encode6_u16, 1, uint16_t, 6, 0, )
 DEFINE_WALK(decode6_u8, 0, uint8_t, 6, 0, )
 DEFINE_WALK(decode6_u16, 0, uint16_t, 6, 0, )
+DEFINE_WALK(encode7_u8, 1, uint8_t, 7, 0, )
+DEFINE_WALK(encode7_u16, 1, uint16_t, 7, 0, )
+DEFINE_WALK(decode7_u8, 0, uint8_t, 7, 0, )
+DEFINE_WALK(decode7_u16, 0, uint16_t, 7, 0, )
 #ifdef VECTOR_ENCODER
 DEFINE_WALK(encode4_vector, 1, uint8_t, 4, 1, VECTOR_TARGET)
 DEFINE_WALK(encode5_vector, 1, uint8_t, 5, 1, VECTOR_TARGET)
 DEFINE_WALK(encode6_vector, 1, uint8_t, 6, 1, VECTOR_TARGET)
+DEFINE_WALK(encode7_vector, 1, uint8_t, 7, 1, VECTOR_TARGET)
 #endif
 
 typedef void (*Walk)(Coder *, Model *, void *, size_t, size_t, uint32_t, int);
 
 static Walk walk_of(int enc, int model, Py_ssize_t itemsize) {
-    static const Walk walks[2][4][2] = {
+    static const Walk walks[2][5][2] = {
         {{(Walk)decode3_u8, (Walk)decode3_u16}, {(Walk)decode4_u8, (Walk)decode4_u16},
-         {(Walk)decode5_u8, (Walk)decode5_u16}, {(Walk)decode6_u8, (Walk)decode6_u16}},
+         {(Walk)decode5_u8, (Walk)decode5_u16}, {(Walk)decode6_u8, (Walk)decode6_u16},
+         {(Walk)decode7_u8, (Walk)decode7_u16}},
         {{(Walk)encode3_u8, (Walk)encode3_u16}, {(Walk)encode4_u8, (Walk)encode4_u16},
-         {(Walk)encode5_u8, (Walk)encode5_u16}, {(Walk)encode6_u8, (Walk)encode6_u16}},
+         {(Walk)encode5_u8, (Walk)encode5_u16}, {(Walk)encode6_u8, (Walk)encode6_u16},
+         {(Walk)encode7_u8, (Walk)encode7_u16}},
     };
     return walks[enc][model - 3][itemsize == 2];
 }
@@ -798,8 +826,8 @@ static int check_shape(Py_ssize_t width, Py_ssize_t height, unsigned long k, Py_
 }
 
 static int check_model(int model, unsigned long k) {
-    if (model < 3 || model > 6) {
-        PyErr_Format(PyExc_ValueError, "model must be 3, 4, 5 or 6, not %d", model);
+    if (model < 3 || model > 7) {
+        PyErr_Format(PyExc_ValueError, "model must be 3, 4, 5, 6 or 7, not %d", model);
         return -1;
     }
     if (model == 6 && k > 256) {
@@ -860,7 +888,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
     c.range = 0xFFFFFFFFu;
     c.cache_size = 1;
     c.skip_first = 1;
-    if (model_init(&m, bits, model) < 0) {
+    if (model_init(&m, bits, model == 7 ? 4 : model) < 0) { /* model 7 has model 4's tables */
         PyErr_NoMemory();
         goto done;
     }
@@ -872,7 +900,9 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
             PyErr_NoMemory();
             goto done;
         }
-        walk = model == 4 ? (Walk)encode4_vector : model == 5 ? (Walk)encode5_vector : (Walk)encode6_vector;
+        static const Walk vector_walks[4] = {(Walk)encode4_vector, (Walk)encode5_vector, (Walk)encode6_vector,
+                                             (Walk)encode7_vector};
+        walk = vector_walks[model - 4];
     }
 #endif
     Py_BEGIN_ALLOW_THREADS
@@ -923,7 +953,7 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
         goto done;
     }
     for (int i = 0; i < 4; i++) c.code = (c.code << 8) | next_byte(&c);
-    if (model_init(&m, bits, model) < 0) {
+    if (model_init(&m, bits, model == 7 ? 4 : model) < 0) { /* model 7 has model 4's tables */
         PyErr_NoMemory();
         goto done;
     }
@@ -1002,40 +1032,57 @@ static PyObject *py_transpose(PyObject *self, PyObject *args) {
 }
 
 /* An estimate of each row's decoding time, for an encoder that cuts bands of equal cost (coding 7): the number of
-   decisions a label takes in models 4 to 6 if its escapes walk the whole tree (the questions asked, plus b for an
-   escape), summed over the row. On 4 MP images at k = 64 it put the two halves' costs within 1-4 % of their
-   decoding times' ratio. */
-#define DEFINE_ROW_COSTS(NAME, T)                                                                                  \
+   decisions a label takes if its escapes walk the whole tree (the questions asked, plus b for an escape), summed
+   over the row. In models 4 to 6 the questions are asked neighbour by neighbour; in model 7 "one of them?" comes
+   first, then which. On 4 MP images at k = 64 it put the two halves' costs within 1-4 % of their decoding
+   times' ratio. Without branches (a noisy image's labels defeat the predictor), so that the compiler vectorizes
+   the inner pixels of a row (no missing neighbour there): d1..d3 say which of N, NW, NE are distinct neighbours,
+   e1..e4 whether the label is none of the first 1..4. */
+static inline __attribute__((always_inline)) uint32_t decisions(
+    uint32_t v, uint32_t W, uint32_t N, uint32_t NW, uint32_t NE, uint32_t bits, const int ESCAPE_FIRST)
+{
+    uint32_t d1 = N != W, d2 = (NW != W) & (NW != N), d3 = (NE != W) & (NE != N) & (NE != NW);
+    uint32_t e1 = v != W, e2 = e1 & (v != N), e3 = e2 & (v != NW), e4 = e3 & (v != NE);
+    if (ESCAPE_FIRST) { /* "one of them?", then which, up to the label's place among the distinct ones */
+        uint32_t place = e1 * d1 + e2 * d2 + e3 * d3, last = d1 + d2 + d3;
+        uint32_t which = place + 1 < last ? place + 1 : last;
+        return 1 + e4 * bits + (1 - e4) * which;
+    }
+    return 1 + e1 * d1 + e2 * d2 + e3 * d3 + e4 * bits; /* W?, then N?, NW?, NE? where distinct, up to the label */
+}
+
+#define DEFINE_ROW_COSTS(NAME, T, ESCAPE_FIRST)                                                                    \
 static void NAME(const T *labels, size_t width, size_t height, int bits, uint64_t *out) {                          \
     for (size_t y = 0; y < height; y++) {                                                                          \
         const T *row = labels + y * width, *up = y ? row - width : NULL;                                           \
         uint64_t cost = 0;                                                                                         \
+        /* the inner pixels, 1 <= x < width - 1 below the first row, have all four neighbours: a branch-free loop */\
+        int inner = up && width > 2;                                                                               \
         for (size_t x = 0; x < width; x++) {                                                                       \
-            uint32_t W, N, NW, NE, v = row[x];                                                                     \
+            if (inner && x == 1) x = width - 1;                                                                    \
+            uint32_t W, N, NW, NE;                                                                                 \
             READ_NEIGHBOURS(row, up, x, width, W, N, NW, NE);                                                      \
-            uint32_t asked = 1;                                                                                    \
-            if (v != W) {                                                                                          \
-                int hit = 0;                                                                                       \
-                if (N != W) { asked++; hit = v == N; }                                                             \
-                if (!hit && NW != W && NW != N) { asked++; hit = v == NW; }                                        \
-                if (!hit && NE != W && NE != N && NE != NW) { asked++; hit = v == NE; }                            \
-                if (!hit) asked += (uint32_t)bits;                                                                 \
-            }                                                                                                      \
-            cost += asked;                                                                                         \
+            cost += decisions(row[x], W, N, NW, NE, (uint32_t)bits, ESCAPE_FIRST);                                 \
         }                                                                                                          \
+        if (inner)                                                                                                 \
+            for (size_t x = 1; x < width - 1; x++)                                                                 \
+                cost += decisions(row[x], row[x - 1], up[x], up[x - 1], up[x + 1], (uint32_t)bits, ESCAPE_FIRST);  \
         out[y] = cost;                                                                                             \
     }                                                                                                              \
 }
-DEFINE_ROW_COSTS(row_costs_u8, uint8_t)
-DEFINE_ROW_COSTS(row_costs_u16, uint16_t)
+DEFINE_ROW_COSTS(row_costs_u8, uint8_t, 0)
+DEFINE_ROW_COSTS(row_costs_u16, uint16_t, 0)
+DEFINE_ROW_COSTS(row_costs7_u8, uint8_t, 1)
+DEFINE_ROW_COSTS(row_costs7_u16, uint16_t, 1)
 
 static PyObject *py_row_costs(PyObject *self, PyObject *args) {
     Py_buffer labels, out;
     Py_ssize_t width, height;
     unsigned long k;
-    if (!PyArg_ParseTuple(args, "y*nnkw*", &labels, &width, &height, &k, &out)) return NULL;
+    int model = 5;
+    if (!PyArg_ParseTuple(args, "y*nnkw*|i", &labels, &width, &height, &k, &out, &model)) return NULL;
     PyObject *result = NULL;
-    if (check_shape(width, height, k, &labels) < 0) goto done;
+    if (check_model(model, k) < 0 || check_shape(width, height, k, &labels) < 0) goto done;
     if (out.len != height * (Py_ssize_t)sizeof(uint64_t)) {
         PyErr_SetString(PyExc_TypeError, "out must hold height 8-byte items");
         goto done;
@@ -1043,9 +1090,11 @@ static PyObject *py_row_costs(PyObject *self, PyObject *args) {
     int bits = label_bits_of((uint32_t)k);
     Py_BEGIN_ALLOW_THREADS
     if (labels.itemsize == 1)
-        row_costs_u8((const uint8_t *)labels.buf, (size_t)width, (size_t)height, bits, (uint64_t *)out.buf);
+        (model == 7 ? row_costs7_u8 : row_costs_u8)((const uint8_t *)labels.buf, (size_t)width, (size_t)height, bits,
+                                                   (uint64_t *)out.buf);
     else
-        row_costs_u16((const uint16_t *)labels.buf, (size_t)width, (size_t)height, bits, (uint64_t *)out.buf);
+        (model == 7 ? row_costs7_u16 : row_costs_u16)((const uint16_t *)labels.buf, (size_t)width, (size_t)height,
+                                                     bits, (uint64_t *)out.buf);
     Py_END_ALLOW_THREADS
     result = Py_NewRef(Py_None);
 done:
@@ -1056,11 +1105,12 @@ done:
 
 static PyMethodDef methods[] = {
     {"encode", (PyCFunction)(void (*)(void))py_encode, METH_VARARGS | METH_KEYWORDS,
-     "encode(labels, width, height, k, model=3) -> bytes: context-code a label array with model 3, 4, 5 or 6."},
+     "encode(labels, width, height, k, model=3) -> bytes: context-code a label array with model 3, 4, 5, 6 or 7."},
     {"decode", (PyCFunction)(void (*)(void))py_decode, METH_VARARGS | METH_KEYWORDS,
-     "decode(payload, width, height, k, out, model=3): decode labels into out (model 3, 4, 5 or 6)."},
+     "decode(payload, width, height, k, out, model=3): decode labels into out (model 3, 4, 5, 6 or 7)."},
     {"row_costs", py_row_costs, METH_VARARGS,
-     "row_costs(labels, width, height, k, out): each row's estimated decoding cost into out (height uint64s)."},
+     "row_costs(labels, width, height, k, out, model=5): each row's estimated decoding cost under model (3 to 7) into "
+     "out (height uint64s)."},
     {"transpose", py_transpose, METH_VARARGS,
      "transpose(src, dst): dst[:] = src.T for 2-D arrays of 1- or 2-byte items with contiguous rows (coding 6)."},
     {NULL, NULL, 0, NULL},

@@ -51,8 +51,8 @@ def decode_context3(payload: bytes, width: int, height: int, k: int) -> list[int
     orientation, model = payload[0], payload[1]
     if orientation not in (0, 1):
         raise StreamError(f"orientation {orientation} is not 0 or 1")
-    if model not in (4, 5, 6):
-        raise StreamError(f"model {model} is not 4, 5 or 6")
+    if model not in (4, 5, 6, 7):
+        raise StreamError(f"model {model} is not 4, 5, 6 or 7")
     if model == 6 and (k - 1).bit_length() > 8:
         raise StreamError("model 6 with labels of more than 8 bits")
     cw, ch = (height, width) if orientation == 1 else (width, height)  # the coded image C: the image or T

@@ -93,8 +93,8 @@ class RangeDecoder:
 
 
 def decode_context(payload: bytes, width: int, height: int, k: int, model: int = 3) -> list[int]:
-    """Decode a context payload to width*height labels with model 3 (spec 5.2), 4 (5.3.1), 5 (5.4.1) or 6 (5.6.1);
-    StreamError as the spec rejects."""
+    """Decode a context payload to width*height labels with model 3 (spec 5.2), 4 (5.3.1), 5 (5.4.1), 6 (5.6.1) or
+    7 (5.6.2); StreamError as the spec rejects."""
     n = width * height
     if k == 1:
         if payload:
@@ -201,7 +201,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
                         above += 1
                 runs = (above * 16 + min(run, 15)) * 256 + pattern % 256
                 diag = (NW >> shift) * 256 + (NE >> shift)
-                if model >= 5:
+                if model in (5, 6):
                     key = (((W << b | N) << b | NW) << b) | NE
                     diag = key if 4 * b <= 16 else ((key * 0x9E3779B97F4A7C15) % 2**64) >> 48
                 asked = [True, N != W, NW not in (W, N), NE not in (W, N, NW)]
@@ -212,7 +212,16 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
             else:
                 def ask(j: int) -> int:
                     return averaged(same[j][pattern], get(pairm[j], pair))
-            if ask(0):
+            s = None
+            if model == 7:  # 5.6.2: "one of the distinct neighbours?" (question 3), then which (questions 0, 1, 2)
+                distinct = [v for i, v in enumerate((W, N, NW, NE)) if v not in (W, N, NW, NE)[:i]]
+                if ask(3):
+                    s = distinct[-1]
+                    for i, candidate in enumerate(distinct[:-1]):
+                        if ask(i):
+                            s = candidate
+                            break
+            elif ask(0):
                 s = W
             elif N != W and ask(1):
                 s = N
@@ -220,7 +229,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
                 s = NW
             elif NE not in (W, N, NW) and ask(3):
                 s = NE
-            else:
+            if s is None:
                 node, first = 1, 0
                 if model == 6 and span[W] < 32:  # bottom-up: the label's lowest common ancestor with W first
                     h = b
@@ -243,7 +252,7 @@ def decode_context(payload: bytes, width: int, height: int, k: int, model: int =
                     elif d < 8:
                         models = [get(tree[j], (v >> shift, node), limit_tree)
                                   for j, v in enumerate((W, N, NW, NE))]
-                        if model >= 5:
+                        if model in (5, 6):
                             models[2:] = [get(joint[0], (W >> js, N >> js, node), limit_tree),
                                           get(joint[1], (NW >> js, NE >> js, node), limit_tree)]
                         bit = mixed(models, tw[d][questions - 1] if model >= 4 else weights[d])

@@ -108,12 +108,13 @@ def test_auto_takes_a_dictionary_coding_where_exact_repeats_beat_context(tiles: 
 @pytest.mark.parametrize("k", [8, 64, 256])
 def test_auto_on_a_small_photo_is_the_smallest_coding_it_weighs(china: np.ndarray, k: int) -> None:
     """Up to AUTO_LZMA_MAX_LABELS auto codes deflate and lzma beside the context codings when the first probe
-    passes (it does on china): the file is the smallest of raw, deflate, lzma, context, context2 and
-    context-columns (which on an image this small keeps the smaller of its two models, as auto does)."""
+    passes (it does on china): the file is the smallest of raw, deflate, lzma, context, context2,
+    context-columns (which on an image this small keeps the smaller of its two models, as auto does) and context3
+    (whose models 6 and 7 no other coding holds)."""
     image = api.quantize(china, k)
     assert image.labels.size <= codings.AUTO_LZMA_MAX_LABELS
     sizes = {coding: len(api.encode(image, coding=coding))
-             for coding in ("raw", "deflate", "lzma", "context", "context2", "context-columns")}
+             for coding in ("raw", "deflate", "lzma", "context", "context2", "context-columns", "context3")}
     data = api.encode(image)
     assert len(data) == min(sizes.values()), sizes
     assert api.decode(data) == image

@@ -1,6 +1,7 @@
-"""Coding 7, context3 (spec 5.6), and model 6, its bottom-up escapes (5.6.1).
+"""Coding 7, context3 (spec 5.6), model 6, its bottom-up escapes (5.6.1), and model 7, "one of the neighbours?"
+first (5.6.2).
 
-The pure-Python decoders written from the spec (tests/context_reference.py for model 6,
+The pure-Python decoders written from the spec (tests/context_reference.py for models 6 and 7,
 tests/banded_reference.py for coding 7's band table) must agree with the compiled kernel
 and the codec bit for bit on real images; the encoder must cut bands by cost, write what
 auto promises (the smallest form), and the decoder must reject every defect 5.6 names.
@@ -32,6 +33,7 @@ from context_reference import StreamError, decode_context
 pytestmark = pytest.mark.skipif(codings._ctxcoder is None, reason="kmcodec._ctxcoder not built (python setup.py build_ext --inplace)")
 
 CLIMB = codings.CLIMB_MODEL
+ESCAPE_FIRST = codings.ESCAPE_FIRST_MODEL
 
 
 def quantized(pixels: np.ndarray, k: int) -> np.ndarray:
@@ -138,6 +140,69 @@ def test_damaged_model_6_streams_decode_to_valid_labels_or_raise(climb_sample, d
 # --- bands cut by cost -----------------------------------------------------------------------------------------------
 
 
+# --- model 7 -------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "k, box",
+    [
+        (2, (0, 0, 31, 23)),  # b = 1
+        (3, (40, 10, 45, 30)),  # k not a power of two: tree bits that would give a label >= k are not coded
+        (16, (200, 300, 40, 37)),
+        (37, (120, 80, 50, 33)),
+        (200, (150, 250, 41, 30)),
+        (256, (150, 250, 41, 30)),
+        (16, (5, 5, 1, 40)),  # one column: one distinct neighbour (N) after the first row
+        (64, (5, 5, 70, 1)),  # one row: one distinct neighbour (W)
+    ],
+)
+def test_reference_decoder_written_from_the_spec_agrees_with_model_7(china: np.ndarray, k, box) -> None:
+    y, x, width, height = box
+    labels = quantized(china[y : y + height, x : x + width], k)
+    k = max(k, int(labels.max()) + 1) if k > 2 else k
+    payload = encode_model(labels, k, ESCAPE_FIRST)
+    assert payload == encode_model(labels, k, ESCAPE_FIRST, vector=False)  # the vector encoder writes the same bytes
+    # the questions differ from model 4's, but not with one distinct neighbour (one row or column): then both ask
+    # "is it W?" with models that start alike
+    assert (payload != encode_model(labels, k, 4)) == (width > 1 and height > 1)
+    assert decode_context(payload, width, height, k, model=ESCAPE_FIRST) == labels.reshape(-1).tolist()
+    out = np.empty_like(labels)
+    codings._ctxcoder.decode(payload, width, height, k, out, model=ESCAPE_FIRST)
+    assert np.array_equal(out, labels)
+    with pytest.raises(StreamError):
+        decode_context(payload[:-1], width, height, k, model=ESCAPE_FIRST)
+
+
+def test_model_7_over_8_bits_agrees_with_the_reference(china: np.ndarray) -> None:
+    """Labels of 9 bits and more (k = 300, 2-byte labels): the scalar walk, with deep models below depth 8."""
+    crop = china[120:150, 250:290]
+    labels = ((crop[..., 0].astype(int) * 7 + crop[..., 1]) % 300).astype(np.uint16)
+    payload = encode_model(labels, 300, ESCAPE_FIRST)
+    assert decode_context(payload, 40, 30, 300, model=ESCAPE_FIRST) == labels.reshape(-1).tolist()
+
+
+def test_model_7_asks_fewer_questions_where_labels_are_none_of_their_neighbours(china: np.ndarray) -> None:
+    """Model 7 is for images whose labels are mostly none of W, N, NW and NE: there it takes fewer decisions than
+    model 4 (row_costs) for about the same size; on a flat image it takes more. Labels with 40 % noise against
+    china's sky at k = 16 (4 % of labels none of their neighbours')."""
+    rng = np.random.default_rng(7)
+    smooth = quantized(china[100:228, 100:228], 64)
+    noisy = np.where(rng.random(smooth.shape) < 0.4, rng.integers(0, 64, smooth.shape), smooth).astype(np.uint8)
+    for labels, fewer in ((noisy, True), (quantized(china[:128, :128], 16), False)):
+        height, width = labels.shape
+        k = 64 if fewer else 16
+        four, seven = (np.empty(height, dtype=np.uint64) for _ in range(2))
+        codings._ctxcoder.row_costs(labels, width, height, k, four, 4)
+        codings._ctxcoder.row_costs(labels, width, height, k, seven, ESCAPE_FIRST)
+        assert (int(seven.sum()) < int(four.sum())) == fewer
+        header = header_for(labels, k)
+        assert (codings.escape_share(flat(labels, k), header) >= codings.ESCAPE_FIRST_MIN_SHARE) == fewer
+        # on an image this small auto weighs model 7 beside model 4 where escapes abound (on larger ones, instead)
+        assert codings.context3_models(flat(labels, k), header) == ((4, 5, 6, ESCAPE_FIRST) if fewer else (4, 5, 6))
+    sizes = [len(encode_model(noisy, 64, model)) for model in (4, ESCAPE_FIRST)]
+    assert sizes[1] <= sizes[0] * 1.01
+
+
 @settings(max_examples=200, deadline=None)
 @given(costs=st.lists(st.integers(0, 10**6), min_size=1, max_size=300), bands=st.integers(1, 64))
 def test_balanced_band_heights_cover_the_rows_and_balance_the_cost(costs: list[int], bands: int) -> None:
@@ -151,14 +216,13 @@ def test_balanced_band_heights_cover_the_rows_and_balance_the_cost(costs: list[i
             assert sum(costs[start:stop]) <= total / bands + (bands + 1) * max(costs)
 
 
-def test_row_costs_count_the_decisions(china: np.ndarray) -> None:
-    """The kernel's estimate: 1 a label whose first question answers it, +1 a further question, +b an escape."""
-    labels = quantized(china[100:140, 200:260], 16)
-    height, width = labels.shape
-    costs = np.empty(height, dtype=np.uint64)
-    codings._ctxcoder.row_costs(labels, width, height, 16, costs)
+def expected_row_costs(labels: np.ndarray, bits: int, model: int) -> list[int]:
+    """The decisions of each row as the spec counts them: models 4 to 6 ask W?, N?, NW?, NE? (each where it is a new
+    neighbour) up to the one that names the label; model 7 asks "one of them?" and then which, up to the label's
+    place among the distinct neighbours (none after the last); an escaped label adds b."""
     L = labels.astype(int)
-    expected = []
+    height, width = L.shape
+    costs = []
     for y in range(height):
         total = 0
         for x in range(width):
@@ -170,17 +234,28 @@ def test_row_costs_count_the_decisions(china: np.ndarray) -> None:
                 W = L[y, x - 1] if x else N
                 NW = L[y - 1, x - 1] if x else N
                 NE = L[y - 1, x + 1] if x + 1 < width else N
-            v, asked = L[y, x], 1
-            if v != W:
-                hit = False
-                for neighbour, asked_if in ((N, N != W), (NW, NW not in (W, N)), (NE, NE not in (W, N, NW))):
-                    if asked_if and not hit:
-                        asked += 1
-                        hit = v == neighbour
-                asked += 0 if hit else 4
-            total += asked
-        expected.append(total)
-    assert costs.tolist() == expected
+            distinct, v = list(dict.fromkeys([W, N, NW, NE])), L[y, x]
+            if v not in distinct:
+                total += (1 if model == ESCAPE_FIRST else len(distinct)) + bits
+            elif model == ESCAPE_FIRST:
+                total += 1 + min(distinct.index(v) + 1, len(distinct) - 1)
+            else:
+                total += distinct.index(v) + 1
+        costs.append(total)
+    return costs
+
+
+@pytest.mark.parametrize("model", [5, ESCAPE_FIRST])
+@pytest.mark.parametrize("box", [(100, 200, 60, 40), (100, 200, 1, 9), (100, 200, 2, 9), (100, 200, 3, 7),
+                                 (100, 200, 9, 1), (0, 0, 64, 64)])
+def test_row_costs_count_the_decisions(china: np.ndarray, model: int, box) -> None:
+    """The kernel's estimate (the edges of a row read their neighbours as 5.2.2 says; the inner pixels run
+    without branches), on a crop of china at k = 16 (4-bit labels) and on images 1 to 3 pixels wide or 1 high."""
+    y, x, width, height = box
+    labels = quantized(china[y : y + height, x : x + width], 16)
+    costs = np.empty(height, dtype=np.uint64)
+    codings._ctxcoder.row_costs(labels, width, height, 16, costs, model)
+    assert costs.tolist() == expected_row_costs(labels, 4, model)
 
 
 def test_the_encoder_gives_a_flat_band_more_rows(flower: np.ndarray) -> None:
@@ -206,7 +281,7 @@ def test_the_encoder_gives_a_flat_band_more_rows(flower: np.ndarray) -> None:
 
 
 @pytest.mark.parametrize("columns", [False, True])
-@pytest.mark.parametrize("model, k", [(4, 16), (5, 64), (6, 64), (6, 3), (4, 300)])
+@pytest.mark.parametrize("model, k", [(4, 16), (5, 64), (6, 64), (6, 3), (4, 300), (7, 16), (7, 300)])
 def test_coding_7_round_trips_and_the_reference_agrees(china: np.ndarray, columns: bool, model: int, k: int) -> None:
     crop = china[120:170, 250:330]
     labels = quantized(crop, k) if k <= 256 else ((crop[..., 0].astype(int) * 7 + crop[..., 1]) % k).astype(np.uint16)
@@ -224,14 +299,14 @@ def test_coding_7_round_trips_and_the_reference_agrees(china: np.ndarray, column
 
 def test_auto_writes_the_shortest_form(china: np.ndarray) -> None:
     """A coding-7 payload of model 4 or 5 in equal bands is rewritten as coding 4, 5 or 6 (5 or 6 bytes fewer),
-    and decodes to the same labels; model 6, or bands cut by cost, stay coding 7."""
+    and decodes to the same labels; models 6 and 7, or bands cut by cost, stay coding 7."""
     labels = quantized(china[100:200, 100:260], 16)
     header = header_for(labels, 16)
     for columns in (False, True):
         for model in codings.CONTEXT3_MODELS:
             payload = codings._encode_context3(flat(labels, 16), header, model, columns)
             coding, shortest = codings.shortest_form(payload, header)
-            if model == CLIMB:
+            if model in (CLIMB, ESCAPE_FIRST):
                 assert (coding, shortest) == (codings.CONTEXT3, payload)
                 continue
             assert coding is (codings.CONTEXT_COLUMNS if columns else codings.ROW_CODING_OF_MODEL[model])
@@ -291,7 +366,7 @@ def _valid(china: np.ndarray) -> tuple[Header, bytes, np.ndarray]:
     [
         ("no model byte", lambda p: p[:1], r"has no orientation and model bytes"),
         ("orientation 2", lambda p: b"\x02" + p[1:], r"orientation 2 at payload offset 0 is not 0 \(rows\) or 1"),
-        ("model 7", lambda p: p[:1] + b"\x07" + p[2:], r"model 7 at payload offset 1 is not 4, 5 or 6"),
+        ("model 8", lambda p: p[:1] + b"\x08" + p[2:], r"model 8 at payload offset 1 is not 4, 5, 6 or 7"),
         ("no band count", lambda p: p[:2], r"has no band count"),
         ("zero bands", lambda p: p[:2] + b"\x00\x00", r"band count 0 at payload offset 2"),
         ("table cut", lambda p: p[:11], r"the band table of 1 bands needs 12 bytes"),

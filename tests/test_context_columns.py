@@ -480,7 +480,7 @@ def test_auto_codes_vertical_structure_by_columns_and_horizontal_by_rows(shape) 
         data = api.encode(image)
         assert written_by_columns(data) == by_columns
         if large:
-            (model,) = codings.context3_models(header)
+            (model,) = codings.context3_models(flat(labels, k), header)
             assert model == codings.CLIMB_MODEL  # k = 16: model 6 on large images
             assert data[10] == codings.CONTEXT3.id and payload_of(data)[1] == model
             assert codings.prefers_columns(flat(labels, k), header, model) == by_columns
@@ -511,7 +511,7 @@ def wood_1mp() -> np.ndarray:
 
 @pytest.mark.parametrize("k", [16, 64, 256])
 def test_auto_on_a_large_photo_follows_prefers_columns_both_ways(wood_1mp: np.ndarray, k: int) -> None:
-    """Over 2^19 pixels auto codes one model (6 up to 6 label bits, else 4) in coding 7, in the orientation
+    """Over 2^19 pixels auto codes one model (6 up to 6 label bits, else 4, or 7 where escapes abound) in coding 7, in the orientation
     prefers_columns picks, and writes exactly that payload (in coding 4 or 6 when it is model 4 in one band, which
     they hold in fewer bytes). The window is square here (1024^2 / 16 = 256^2 labels), so on the transposed image
     prefers_columns sees the window's orientations swapped and must answer the other way."""
@@ -521,14 +521,17 @@ def test_auto_on_a_large_photo_follows_prefers_columns_both_ways(wood_1mp: np.nd
     for grid in (labels, np.ascontiguousarray(labels.T)):
         header = header_for(grid, k)
         assert header.pixel_count > codings.AUTO_BOTH_CONTEXTS_MAX_LABELS
-        (model,) = codings.context3_models(header)
-        assert model == (codings.CLIMB_MODEL if k <= 64 else codings.BAND_MODEL)
+        (model,) = codings.context3_models(flat(grid, k), header)
+        escapes = codings.escape_share(flat(grid, k), header) >= codings.ESCAPE_FIRST_MIN_SHARE
+        assert model == (codings.CLIMB_MODEL if k <= 64 else codings.ESCAPE_FIRST_MODEL if escapes else codings.BAND_MODEL)
+        assert escapes == (k == 256)  # luma at 256 levels: over a quarter of labels none of their neighbours'
         prefers = codings.prefers_columns(flat(grid, k), header, model)
         image = KMQImage(palette, grid)
         data = api.encode(image)
         coding, payload = codings.shortest_form(codings._encode_context3(flat(grid, k), header, model, prefers), header)
         assert (data[10], payload_of(data)) == (coding.id, payload)
-        assert coding is (codings.CONTEXT3 if k <= 64 else COLUMNS if prefers else codings.CONTEXT)  # 1 MP: one band
+        # 1 MP: one band, which codings 4 and 6 hold for model 4; models 6 and 7 stay coding 7
+        assert coding is (COLUMNS if prefers else codings.CONTEXT) if model == codings.BAND_MODEL else codings.CONTEXT3
         assert written_by_columns(data) == prefers
         explicit = payload_of(api.encode(image, coding="context-columns"))
         assert explicit[0] == (codings.JOINT_BAND_MODEL if k <= 64 else codings.BAND_MODEL)  # the label-width rule

@@ -123,7 +123,7 @@ def test_model_argument(china: np.ndarray) -> None:
     assert kernel.encode(labels, width, height, 16) == kernel.encode(labels, width, height, 16, 3)
     assert kernel.encode(labels, width, height, 16, model=4) == kernel.encode(labels, width, height, 16, 4)
     assert kernel.encode(labels, width, height, 16, model=4) != kernel.encode(labels, width, height, 16)
-    for bad in (0, 2, 7):
+    for bad in (0, 2, 8):
         with pytest.raises(ValueError, match="model"):
             kernel.encode(labels, width, height, 16, model=bad)
         with pytest.raises(ValueError, match="model"):

@@ -23,7 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from kmcodec import banded  # noqa: E402
 from kmcodec.bitpack import label_bits, label_dtype  # noqa: E402
-from kmcodec.codings import BAND_MODEL, CLIMB_MODEL, CODINGS_BY_NAME, JOINT_BAND_MODEL, label_bytes  # noqa: E402
+from kmcodec.codings import (  # noqa: E402
+    BAND_MODEL, CLIMB_MODEL, CODINGS_BY_NAME, ESCAPE_FIRST_MODEL, JOINT_BAND_MODEL, label_bytes,
+)
 from kmcodec.container import Header, build_file  # noqa: E402
 
 CODED = ("deflate", "lzma", "context1", "context", "context2")
@@ -402,6 +404,15 @@ CONTEXT3_CASES = [
     (True, 6, 16, 3, 1, 60, None),
     (False, 6, 64, 4, 60, 1, None),
     (False, 6, 1, 3, 9, 7, None),
+    # model 7 (5.6.2): "one of the neighbours?" first; b = 1, k not a power of two, 8 bits, over 8 bits, one column
+    # and one row (a single distinct neighbour after the first label), RGBA
+    (False, 7, 2, 3, 31, 17, None),
+    (False, 7, 16, 3, 97, 61, [10, 40, 11]),
+    (True, 7, 37, 4, 29, 53, [1, 27, 1]),
+    (False, 7, 256, 3, 80, 50, [2] * 25),
+    (True, 7, 1000, 3, 33, 45, [20, 13]),
+    (True, 7, 3, 3, 1, 60, None),
+    (False, 7, 64, 3, 60, 1, None),
 ]
 
 
@@ -424,8 +435,8 @@ def _context3_vectors() -> list[dict]:
 
     head = payload[:2]
     # model bytes and orientation: a one-row image (the coded image by rows is one row, where W = N = NW = NE
-    # everywhere after the first label, so models 4, 5 and 6 read the same contexts... but model 6 codes escapes
-    # differently), so each wrong byte sits before a rest that is valid for some model
+    # everywhere after the first label, so models 4, 5 and 6 read the same contexts... but models 6 and 7 code
+    # escapes and questions differently), so each wrong byte sits before a rest that is valid for some model
     row_labels = fixed_labels(40, 1, k, seed=14)
     row = _header(40, 1, channels, k, CONTEXT3)
     row_rest = context3_payload(row_labels, k, False, JOINT_BAND_MODEL, [1])[2:]
@@ -435,11 +446,13 @@ def _context3_vectors() -> list[dict]:
     big_rest = context3_payload(big_labels, big, False, BAND_MODEL, [2])[2:]
     tall = _header(3, 70, channels, k, CONTEXT3)
     by_rows = context3_payload(labels, k, False, CLIMB_MODEL, [20, 17])  # valid by rows, not by columns (37 rows)
+    model7 = context3_payload(labels, k, True, ESCAPE_FIRST_MODEL, heights)
+    model7_lengths = list(struct.unpack(">3I", model7[16:28]))
     defects = [
         ("orientation-2", row, b"\x02\x05" + row_rest, "orientation byte 2 before a valid rest (model 5, one band)"),
         ("orientation-255", row, b"\xff\x05" + row_rest, "orientation byte 255 before a valid rest (model 5, one band)"),
         ("model-byte-3", row, b"\x00\x03" + row_rest, "model byte 3 (coding 3's model) before a valid model-5 rest"),
-        ("model-byte-7", row, b"\x00\x07" + row_rest, "model byte 7 before a valid model-5 rest"),
+        ("model-byte-8", row, b"\x00\x08" + row_rest, "model byte 8 before a valid model-5 rest"),
         ("model-6-k0300", wide, b"\x00\x06" + big_rest,
          "model byte 6 with k = 300 (9-bit labels; model 6 codes at most 8) before a valid model-4 rest"),
         ("empty-k0016", header, b"", "an empty payload with k = 16 (only k = 1 has no payload)"),
@@ -469,6 +482,8 @@ def _context3_vectors() -> list[dict]:
          "a band stream of 3 bytes, shorter than the coder's 4-byte start"),
         ("band-stream-leftover", header, head + table(3, heights, [lengths[0], lengths[1] + 1, lengths[2]]) + first + second
          + b"\x00" + last, "one byte left over after the middle band's last label (its length says so)"),
+        ("model7-band-stream-ends-early", header, model7[:2] + table(3, heights, model7_lengths[:2] + [model7_lengths[2] - 1])
+         + model7[28:-1], "model 7, the last band's stream one byte short (its length says so)"),
         ("heights-swapped", header, head + table(3, [12, 5, 6], lengths) + streams,
          "the first two bands' row counts swapped (5 and 12 rows coded, 12 and 5 declared): the first stream runs "
          "out or has bytes left over"),
