@@ -7,15 +7,16 @@ enough structure (recomputed header or trailer CRC) to reach the deeper decoder.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import struct
 import zlib
 
 import numpy as np
 
-from kmcodec import api
+from kmcodec import api, codings
 from kmcodec.codings import CODINGS
-from kmcodec.container import HEADER_SIZE, TRAILER_SIZE
+from kmcodec.container import HEADER_SIZE, TRAILER_SIZE, Header, build_file
 from kmcodec.image import KMQImage
 
 #: (name, offset, struct format) of every header field after the signature.
@@ -53,12 +54,20 @@ def seed_images(china: np.ndarray, *, large: bool = False) -> list[KMQImage]:
 
 
 def seed_files(china: np.ndarray, *, large: bool = False) -> list[tuple[str, bytes]]:
-    """(description, valid .kmq bytes) for every seed image in every registered coding."""
+    """(description, valid .kmq bytes) for every seed image in every registered coding, and in coding 7 with
+    model 7 (by columns), which `context3` writes only where labels are mostly none of their neighbours'."""
     files = []
     for image in seed_images(china, large=large):
         for coding in CODINGS.values():
             data = api.encode(image, coding=coding.name)
             files.append((f"{coding.name}-k{image.k}-{image.mode}-{image.width}x{image.height}", data))
+        if image.k > 1 and codings._ctxcoder is not None:
+            header = Header(width=image.width, height=image.height, channels=image.channels, k=image.k,
+                            coding=codings.CONTEXT3.id, payload_length=0)
+            payload = codings._encode_context3(image.labels.reshape(-1), header, codings.ESCAPE_FIRST_MODEL, True)
+            header = dataclasses.replace(header, payload_length=len(payload))
+            files.append((f"context3-model7-k{image.k}-{image.mode}-{image.width}x{image.height}",
+                          build_file(header, image.palette.tobytes(), payload)))
     return files
 
 
