@@ -82,17 +82,26 @@ def wood_crop() -> np.ndarray:
     ],
 )
 def test_reference_decoder_written_from_the_spec_agrees_with_model_6(china: np.ndarray, k, box) -> None:
+    check_against_the_reference(china, k, box, CLIMB)
+
+
+def check_against_the_reference(china: np.ndarray, k: int, box: tuple[int, int, int, int],
+                                model: int) -> tuple[bytes, np.ndarray, int]:
+    """Code a crop of china (box: y, x, width, height) with `model`: the vector and scalar encoders must write the
+    same bytes, the kernel and the spec's reference decoder must give the labels back, and the reference must
+    reject the stream one byte short. Returns the stream, the labels and k."""
     y, x, width, height = box
     labels = quantized(china[y : y + height, x : x + width], k)
     k = max(k, int(labels.max()) + 1) if k > 2 else k
-    payload = encode_model(labels, k, CLIMB)
-    assert payload == encode_model(labels, k, CLIMB, vector=False)  # the vector encoder writes the same bytes
-    assert decode_context(payload, width, height, k, model=CLIMB) == labels.reshape(-1).tolist()
+    payload = encode_model(labels, k, model)
+    assert payload == encode_model(labels, k, model, vector=False)  # the vector encoder writes the same bytes
+    assert decode_context(payload, width, height, k, model=model) == labels.reshape(-1).tolist()
     out = np.empty_like(labels)
-    codings._ctxcoder.decode(payload, width, height, k, out, model=CLIMB)
+    codings._ctxcoder.decode(payload, width, height, k, out, model=model)
     assert np.array_equal(out, labels)
     with pytest.raises(StreamError):
-        decode_context(payload[:-1], width, height, k, model=CLIMB)
+        decode_context(payload[:-1], width, height, k, model=model)
+    return payload, labels, k
 
 
 def test_model_6_climbs_on_wood_and_the_reference_follows(wood_crop: np.ndarray) -> None:
@@ -157,20 +166,11 @@ def test_damaged_model_6_streams_decode_to_valid_labels_or_raise(climb_sample, d
     ],
 )
 def test_reference_decoder_written_from_the_spec_agrees_with_model_7(china: np.ndarray, k, box) -> None:
-    y, x, width, height = box
-    labels = quantized(china[y : y + height, x : x + width], k)
-    k = max(k, int(labels.max()) + 1) if k > 2 else k
-    payload = encode_model(labels, k, ESCAPE_FIRST)
-    assert payload == encode_model(labels, k, ESCAPE_FIRST, vector=False)  # the vector encoder writes the same bytes
+    payload, labels, k = check_against_the_reference(china, k, box, ESCAPE_FIRST)
     # the questions differ from model 4's, but not with one distinct neighbour (one row or column): then both ask
     # "is it W?" with models that start alike
+    height, width = labels.shape
     assert (payload != encode_model(labels, k, 4)) == (width > 1 and height > 1)
-    assert decode_context(payload, width, height, k, model=ESCAPE_FIRST) == labels.reshape(-1).tolist()
-    out = np.empty_like(labels)
-    codings._ctxcoder.decode(payload, width, height, k, out, model=ESCAPE_FIRST)
-    assert np.array_equal(out, labels)
-    with pytest.raises(StreamError):
-        decode_context(payload[:-1], width, height, k, model=ESCAPE_FIRST)
 
 
 def test_model_7_over_8_bits_agrees_with_the_reference(china: np.ndarray) -> None:
