@@ -58,10 +58,15 @@ def encode_band_streams(width: int, height: int, code_rows: Callable[[int, int],
     if not 1 <= bands <= min(MAX_BANDS, height):
         raise ValueError(f"bands must be between 1 and {min(MAX_BANDS, height)}, not {bands}")
     rows = band_rows(height, bands)
-    tasks = [lambda start=start, stop=stop: code_rows(start, stop) for start, stop in rows]
-    streams = run_in_threads(tasks, available_cores() if workers is None else workers)
+    streams = _code_bands(rows, code_rows, workers)
     table = _COUNT.pack(len(rows)) + struct.pack(f">{len(rows)}I", *(len(stream) for stream in streams))
     return table + b"".join(streams)
+
+
+def _code_bands(rows: list[tuple[int, int]], code_rows: Callable[[int, int], bytes], workers: int | None) -> list[bytes]:
+    """code_rows(start, stop) for every band's rows, on `workers` threads (all cores by default)."""
+    tasks = [lambda start=start, stop=stop: code_rows(start, stop) for start, stop in rows]
+    return run_in_threads(tasks, available_cores() if workers is None else workers)
 
 
 def _band_table_size(payload: bytes, height: int, extent: str, offset: int, bytes_per_band: int) -> tuple[int, int]:
@@ -91,19 +96,26 @@ def split_bands(payload: bytes, width: int, height: int, min_stream_bytes: Calla
     """
     bands, table_end = _band_table_size(payload, height, 'height' if unit == 'rows' else 'width', offset, 4)
     lengths = struct.unpack_from(f">{bands}I", payload, _COUNT.size)
+    return _band_streams(payload, table_end, band_rows(height, bands), lengths, width, min_stream_bytes, unit, offset)
+
+
+def _band_streams(payload: bytes, table_end: int, rows: list[tuple[int, int]], lengths: tuple[int, ...], width: int,
+                  min_stream_bytes: Callable[[int], int], unit: str, offset: int) -> list[tuple[int, int, memoryview]]:
+    """(start row, stop row, stream) per band, from the streams after a band table ending at table_end: the lengths
+    must add up to the payload, and each stream must be long enough for its band (min_stream_bytes)."""
     if table_end + sum(lengths) != len(payload):
         raise CodingError(f"payload: the band table declares {sum(lengths)} bytes of streams after its "
                           f"{table_end + offset} bytes, the payload holds {len(payload) - table_end}")
     view = memoryview(payload)
     parts = []
-    offset = table_end
-    for index, ((start, stop), length) in enumerate(zip(band_rows(height, bands), lengths)):
+    position = table_end
+    for index, ((start, stop), length) in enumerate(zip(rows, lengths)):
         needed = min_stream_bytes((stop - start) * width)
         if length < needed:
             raise CodingError(f"payload: band {index} ({unit} {start}-{stop - 1}) has a {length}-byte stream, "
                               f"too short to hold {(stop - start) * width} labels (at least {needed} bytes)")
-        parts.append((start, stop, view[offset : offset + length]))
-        offset += length
+        parts.append((start, stop, view[position : position + length]))
+        position += length
     return parts
 
 
@@ -132,8 +144,7 @@ def encode_sized_band_streams(width: int, heights: list[int], code_rows: Callabl
     if not 1 <= len(heights) <= MAX_BANDS or min(heights) < 1:
         raise ValueError(f"1 to {MAX_BANDS} bands of at least one row each, not {heights}")
     edges = np.cumsum([0, *heights]).tolist()
-    tasks = [lambda start=start, stop=stop: code_rows(start, stop) for start, stop in zip(edges[:-1], edges[1:])]
-    streams = run_in_threads(tasks, available_cores() if workers is None else workers)
+    streams = _code_bands(list(zip(edges[:-1], edges[1:])), code_rows, workers)
     table = (_COUNT.pack(len(heights)) + struct.pack(f">{len(heights)}I", *heights)
              + struct.pack(f">{len(heights)}I", *(len(stream) for stream in streams)))
     return table + b"".join(streams)
@@ -153,21 +164,9 @@ def split_sized_bands(payload: bytes, width: int, height: int, min_stream_bytes:
                               f"every band has at least one")
     if sum(heights) != height:
         raise CodingError(f"payload: the band table's {unit} add up to {sum(heights)}, the image has {height}")
-    if table_end + sum(lengths) != len(payload):
-        raise CodingError(f"payload: the band table declares {sum(lengths)} bytes of streams after its "
-                          f"{table_end + offset} bytes, the payload holds {len(payload) - table_end}")
-    view = memoryview(payload)
-    parts = []
-    position, start = table_end, 0
-    for index, (rows, length) in enumerate(zip(heights, lengths)):
-        needed = min_stream_bytes(rows * width)
-        if length < needed:
-            raise CodingError(f"payload: band {index} ({unit} {start}-{start + rows - 1}) has a {length}-byte stream, "
-                              f"too short to hold {rows * width} labels (at least {needed} bytes)")
-        parts.append((start, start + rows, view[position : position + length]))
-        position += length
-        start += rows
-    return parts
+    edges = np.cumsum([0, *heights]).tolist()
+    return _band_streams(payload, table_end, list(zip(edges[:-1], edges[1:])), lengths, width, min_stream_bytes, unit,
+                         offset)
 
 
 def decode_bands(parts: list[tuple[int, int, memoryview]], width: int, out: np.ndarray,
