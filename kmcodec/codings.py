@@ -274,17 +274,30 @@ def _columns_decode(payload: bytes, header: Header, workers: int | None = None) 
     model = payload[0]
     if model not in COLUMN_MODELS:
         raise CodingError(f"payload: model {model} at payload offset 0 is not 4 or 5")
+    parts = banded.split_bands(memoryview(payload)[1:], header.height, header.width, _context_min_bytes,
+                               unit="columns", offset=1)
+    return _decode_band_parts(kernel, parts, header, model, True, workers)
+
+
+
+def _decode_band_parts(kernel, parts: list[tuple[int, int, memoryview]], header: Header, model: int, columns: bool,
+                       workers: int | None) -> np.ndarray:
+    """The labels of checked bands (banded.split_bands or split_sized_bands), decoded with `model` in parallel
+    threads: bands of rows straight into place, bands of columns into a scratch array that their thread transposes
+    into place (codings 6 and 7)."""
     width, height, k = header.width, header.height, header.k
-    parts = banded.split_bands(memoryview(payload)[1:], height, width, _context_min_bytes, unit="columns", offset=1)
     out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))  # only once the band table holds up
     grid = out.reshape(height, width)
 
-    def decode_columns(stream: memoryview, start: int, stop: int) -> None:
-        band = np.empty((stop - start, height), dtype=out.dtype)
-        _decode_stream(kernel, stream, height, stop - start, k, band, model)
-        kernel.transpose(band, grid[:, start:stop])
+    def decode_rows(stream: memoryview, start: int, stop: int) -> None:
+        if columns:
+            band = np.empty((stop - start, height), dtype=out.dtype)
+            _decode_stream(kernel, stream, height, stop - start, k, band, model)
+            kernel.transpose(band, grid[:, start:stop])
+        else:
+            _decode_stream(kernel, stream, width, stop - start, k, out[start * width : stop * width], model)
 
-    banded.decode_band_streams(parts, decode_columns, workers=workers, unit="columns")
+    banded.decode_band_streams(parts, decode_rows, workers=workers, unit="columns" if columns else "rows")
     return out
 
 
@@ -435,24 +448,11 @@ def _context3_decode(payload: bytes, header: Header, workers: int | None = None)
     if model == CLIMB_MODEL and header.label_bits > CLIMB_MODEL_MAX_BITS:
         raise CodingError(f"payload: model 6 at payload offset 1 codes labels of at most 8 bits, these have "
                           f"{header.label_bits} (k = {header.k})")
-    width, height, k = header.width, header.height, header.k
     columns = orientation == BY_COLUMNS
-    row_width, rows = (height, width) if columns else (width, height)
+    row_width, rows = (header.height, header.width) if columns else (header.width, header.height)
     parts = banded.split_sized_bands(memoryview(payload)[2:], row_width, rows, _context_min_bytes,
                                      unit="columns" if columns else "rows", offset=2)
-    out = np.empty(header.pixel_count, dtype=label_dtype(header.label_bits))  # only once the band table holds up
-    grid = out.reshape(height, width)
-
-    def decode_rows(stream: memoryview, start: int, stop: int) -> None:
-        if columns:
-            band = np.empty((stop - start, height), dtype=out.dtype)
-            _decode_stream(kernel, stream, height, stop - start, k, band, model)
-            kernel.transpose(band, grid[:, start:stop])
-        else:
-            _decode_stream(kernel, stream, width, stop - start, k, out[start * width : stop * width], model)
-
-    banded.decode_band_streams(parts, decode_rows, workers=workers, unit="columns" if columns else "rows")
-    return out
+    return _decode_band_parts(kernel, parts, header, model, columns, workers)
 
 
 #: The most payload bytes band_layout reads: coding 7's bytes and table at 64 bands.

@@ -128,6 +128,8 @@ def test_model_argument(china: np.ndarray) -> None:
             kernel.encode(labels, width, height, 16, model=bad)
         with pytest.raises(ValueError, match="model"):
             kernel.decode(b"\0\0\0\0", width, height, 16, np.empty_like(labels), model=bad)
+        with pytest.raises(ValueError, match="model"):
+            kernel.row_costs(labels, width, height, 16, np.empty(height, dtype=np.uint64), bad)
     wide = labels.astype(np.uint16)  # model 6 codes labels of at most 8 bits (spec 5.6.1)
     with pytest.raises(ValueError, match="model 6 codes labels of at most 8 bits"):
         kernel.encode(wide, width, height, 257, model=6)
