@@ -25,7 +25,7 @@ from .errors import TargetError
 from .image import KMQImage
 from .metrics import psnr_from_mse
 from .names import DEFAULT_MAX_K
-from .quantizer import DEFAULT_ENGINE, quantize_pixels
+from .quantizer import DEFAULT_ENGINE, ColourHistogram, quantize_pixels
 
 
 
@@ -303,11 +303,13 @@ def quantize_and_encode(
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
     quantize_options: Mapping[str, Any] | None = None,
+    histogram: ColourHistogram | None = None,
 ) -> tuple[KMQImage, bytes, KChoice | None]:
     """Quantize to a fixed k, or to the k auto-k picks for quality or max_bytes, and encode it.
 
     Returns (image, file bytes, the KChoice when auto-k chose, else None): the one path the
-    single-file and batch encoders share.
+    single-file and batch encoders share. `histogram` is the pixels' colour_histogram if the caller has
+    it (the PNG reader counts colours as it decodes); a fixed k uses it.
     """
     if k is None:
         choice = choose_k(
@@ -315,7 +317,10 @@ def quantize_and_encode(
             quantize_options=quantize_options,
         )
         return choice.image, choice.data, choice
-    image = api.quantize(pixels, k, seed=seed, engine=engine, **dict(quantize_options or {}))
+    palette, labels = quantize_pixels(
+        pixels, k, seed=seed, engine=engine, histogram=histogram, **dict(quantize_options or {})
+    )
+    image = KMQImage(palette, labels)
     return image, api.encode(image, coding=coding), None
 
 

@@ -449,6 +449,7 @@ def cmd_encode(args: argparse.Namespace) -> int:
             load_pixels(source, name=str(args.input), max_pixels=args.max_pixels),
             k=args.k, quality=args.quality, max_bytes=args.max_bytes, max_k=args.max_k, coding=args.coding,
             seed=args.seed, engine=args.engine, quantize_options=_quantize_options(args),
+            histogram=prefetch.histogram() if source is packed else None,
         )
     except KMQError as exc:
         raise _with_name(args.input, exc) from None

@@ -115,14 +115,19 @@ def _unpack_keys(keys: np.ndarray, channels: int) -> np.ndarray:
     return colours
 
 
+def rgb_histogram(keys: np.ndarray, counts: np.ndarray) -> ColourHistogram:
+    """The ColourHistogram of RGB colours given as ascending 24-bit keys and their counts."""
+    return ColourHistogram(_unpack_keys(keys, 3), counts.astype(np.int64), keys.astype(np.uint32))
+
+
 def colour_histogram(pixels: np.ndarray) -> ColourHistogram:
     """Count the distinct colours of (H, W, C) uint8 pixels, in chunks (bincount over 24-bit keys for RGB)."""
     channels = pixels.shape[2]
     flat = pixels.reshape(-1, channels)
     fast = fastpath.histogram_rgb(flat) if channels == 3 else None
     if fast is not None:
-        keys, counts = fast
-    elif channels == 3 and flat.shape[0] >= SMALL_IMAGE_PIXELS:
+        return rgb_histogram(*fast)
+    if channels == 3 and flat.shape[0] >= SMALL_IMAGE_PIXELS:
         counts_all = np.bincount(pixel_keys(flat[:PIXEL_CHUNK]), minlength=1 << 24)
         for start in range(PIXEL_CHUNK, flat.shape[0], PIXEL_CHUNK):
             counts_all += np.bincount(pixel_keys(flat[start : start + PIXEL_CHUNK]), minlength=1 << 24)
@@ -333,6 +338,7 @@ def quantize_pixels(
     speed: int = DEFAULT_SPEED,
     dither: float = 0.0,
     rdo: float = 0.0,
+    histogram: ColourHistogram | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quantize (H, W, C) uint8 pixels to at most k colours.
 
@@ -341,11 +347,13 @@ def quantize_pixels(
     when it has no more than k. Without dithering every label is the exact nearest palette entry (in
     `space`). With rdo > 0, pixels may then take a neighbour's label where that costs little error, for a
     smaller file, lowering the PSNR by at most rdo dB (smoothing.py). The same pixels and options always give
-    the same result.
+    the same result. `histogram` is colour_histogram(pixels) where the caller has it already (the PNG reader
+    counts the colours as it decodes, pngread.py).
     """
     check_options(k, engine, space, speed, dither, rdo, seed)
     seed = operator.index(seed)  # a numpy integer would overflow in pcg64's 32-bit arithmetic
-    histogram = colour_histogram(pixels)
+    if histogram is None:
+        histogram = colour_histogram(pixels)
     if histogram.colours.shape[0] <= k:
         palette, colour_label = _exact_palette(histogram)
     else:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import kmcodec
-from kmcodec import fastpath
+from kmcodec import fastpath, pngread
 from kmcodec.cli import main as cli_main
 from kmcodec.imageio import load_pixels
 from kmcodec.prefetch import PicturePrefetch, _declared_pixels, _jpeg_frame_pixels
@@ -31,13 +31,35 @@ def china_png(tmp_path: Path, china: np.ndarray) -> Path:
     return path
 
 
-def test_a_png_is_loaded_on_the_thread(china_png: Path, china: np.ndarray) -> None:
-    picture = PicturePrefetch(china_png, max_pixels=None).result()
+@pytest.fixture()
+def pillow_reads_pngs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every PNG goes to Pillow, as one that pngread gives back does (or every PNG without the C extension)."""
+    monkeypatch.setattr(pngread, "read_png", lambda path, max_pixels: None)
+
+
+@pytest.mark.skipif(not fastpath.have_c_extension(), reason="pngread needs the C extension")
+def test_a_plain_png_is_read_on_the_thread_by_pngread(china_png: Path, china: np.ndarray) -> None:
+    prefetch = PicturePrefetch(china_png, max_pixels=None)
+    assert prefetch.result() is None  # no Pillow image: pngread read it
+    pixels = prefetch.pixels()
+    assert np.array_equal(pixels, china) and not pixels.flags.writeable
+    assert prefetch.histogram() is None  # 0.27 MP: the quantizer's sort is faster than a count table
+
+
+def test_a_png_pngread_gives_back_is_loaded_on_the_thread_by_pillow(china: np.ndarray, tmp_path: Path) -> None:
+    tagged = tmp_path / "tagged.png"
+    exif = Image.Exif()
+    exif[0x0112] = 1  # upright, but an eXIf chunk: pngread leaves EXIF to Pillow
+    Image.fromarray(china).save(tagged, exif=exif)
+    prefetch = PicturePrefetch(tagged, max_pixels=None)
+    picture = prefetch.result()
     assert picture is not None and picture.format == "PNG"
-    assert np.array_equal(np.asarray(picture), china)
+    assert np.array_equal(np.asarray(picture), china) and np.array_equal(prefetch.pixels(), china)
+    assert prefetch.histogram() is None
 
 
-def test_rgb_and_rgba_pngs_come_as_views_of_pillows_pixels(china_png: Path, china: np.ndarray, tmp_path: Path) -> None:
+def test_rgb_and_rgba_pngs_come_as_views_of_pillows_pixels(china_png: Path, china: np.ndarray, tmp_path: Path,
+                                                           pillow_reads_pngs: None) -> None:
     prefetch = PicturePrefetch(china_png, max_pixels=None)
     pixels = prefetch.pixels()
     assert pixels is not None and np.array_equal(pixels, china) and not pixels.flags.writeable
@@ -51,14 +73,14 @@ def test_rgb_and_rgba_pngs_come_as_views_of_pillows_pixels(china_png: Path, chin
 
 
 @pytest.mark.skipif(not hasattr(Image.core, "set_use_block_allocator"), reason="Pillow < 11.2 has no such setting")
-def test_prefetch_leaves_pillows_allocator_as_it_found_it(china_png: Path) -> None:
+def test_prefetch_leaves_pillows_allocator_as_it_found_it(china_png: Path, pillow_reads_pngs: None) -> None:
     before = Image.core.get_use_block_allocator()
     assert PicturePrefetch(china_png, max_pixels=None).pixels() is not None
     assert Image.core.get_use_block_allocator() == before
 
 
-def test_pixels_pillow_cannot_share_are_copied(china_png: Path, china: np.ndarray,
-                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pixels_pillow_cannot_share_are_copied(china_png: Path, china: np.ndarray, monkeypatch: pytest.MonkeyPatch,
+                                               pillow_reads_pngs: None) -> None:
     monkeypatch.setattr(fastpath, "arrow_pixels", lambda picture: None)  # an older Pillow, or rows in several blocks
     pixels = PicturePrefetch(china_png, max_pixels=None).pixels()
     assert pixels is not None and pixels.flags.c_contiguous and np.array_equal(pixels, china)
