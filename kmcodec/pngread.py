@@ -57,7 +57,7 @@ COUNT_MIN_PIXELS = 1 << 20
 #: may wait: the pipeline holds at most about 16 MiB besides the picture.
 PIECE_BYTES = 1048576
 PIECES_WAITING = 16
-#: Compressed bytes given to the inflater at a time (_blocks).
+#: Compressed bytes given to the inflater at a time, at least (_blocks).
 INPUT_BLOCK_BYTES = 1 << 20
 
 
@@ -248,18 +248,19 @@ def _put(pieces: queue.Queue, item: bytes | None, stop: threading.Event) -> bool
 
 
 def _blocks(idat: list[memoryview]):
-    """The IDAT chunks' data joined into blocks of about INPUT_BLOCK_BYTES: one inflate call a block, where
-    PNG writers' chunks of 8-64 KiB would make hundreds, each handing the GIL over."""
+    """The IDAT chunks' data, small chunks joined into blocks of about INPUT_BLOCK_BYTES: one inflate call a
+    block, where a writer's chunks of 8-64 KiB would make hundreds, each handing the GIL over. A chunk that is a
+    block by itself is passed as it is, without a copy."""
     block: list[memoryview] = []
     size = 0
     for part in idat:
         block.append(part)
         size += len(part)
         if size >= INPUT_BLOCK_BYTES:
-            yield b"".join(block)
+            yield block[0] if len(block) == 1 else b"".join(block)
             block, size = [], 0
     if block:
-        yield b"".join(block)
+        yield block[0] if len(block) == 1 else b"".join(block)
 
 
 def _inflate_into(idat: list[memoryview], expected: int, pieces: queue.Queue, stop: threading.Event) -> bool:
