@@ -7,12 +7,14 @@ against zlib's 0.22 s on that photo), and the calling thread undoes the row filt
 colours in C (kmcodec._fastpath.png_rows) as the rows arrive.
 
 It takes only the plain case, where its pixels are by construction those Pillow would give: bit depth 8, colour
-type 2 (RGB) or 6 (RGBA), not interlaced, every chunk's CRC right, nothing after IEND, and no chunk that could
-change the pixels or their orientation (PLTE, tRNS, eXIf, APNG's chunks, an XMP or raw-EXIF text chunk, any
-chunk it does not know). Anything else, a damaged file included, gives None, and the caller reads the file
-with Pillow, which applies every check and says what is wrong. It never allocates more than the header
-declares, and only after the caller's pixel limit and Pillow's own have been checked, and after the compressed
-data is large enough to hold that many pixels at deflate's best ratio.
+type 2 (RGB) or 6 (RGBA), not interlaced, every chunk's CRC right but IDAT's (which Pillow does not check
+either), nothing after IEND, and besides the image data only the few metadata chunks Pillow reads past, well
+formed (FIXED_LENGTH_CHUNKS, tEXt, iCCP): nothing that could change the pixels or their orientation (PLTE,
+tRNS, eXIf, APNG's chunks, an XMP or raw-EXIF text chunk) and nothing it does not know. Anything else, a
+damaged file included, gives None, and the caller reads the file with Pillow, which applies every check and
+says what is wrong. It never allocates more than the header declares, and only after the caller's pixel limit
+and Pillow's own have been checked, and after the compressed data is large enough to hold that many pixels at
+deflate's best ratio.
 """
 
 from __future__ import annotations
@@ -36,14 +38,16 @@ except ImportError:  # pragma: no cover - without the C extension every PNG goes
     _c = None
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
-#: Ancillary chunks that change nothing of the pixels or their orientation, which Pillow reads as metadata only.
-HARMLESS_CHUNKS = frozenset(
-    [b"gAMA", b"cHRM", b"sRGB", b"iCCP", b"sBIT", b"pHYs", b"tIME", b"bKGD", b"hIST", b"sPLT", b"oFFs", b"pCAL",
-     b"sCAL", b"sTER", b"cICP", b"mDCv", b"cLLi"]
-)
-TEXT_CHUNKS = frozenset([b"tEXt", b"zTXt", b"iTXt"])
+#: Ancillary chunks read past, with the only body length each may have: they change nothing of the pixels or
+#: their orientation, and Pillow reads them as metadata, refusing some of them when cut short (gAMA, pHYs).
+#: Any other chunk, these with another length, or any of them after the image data (but tEXt and tIME, which
+#: Pillow reads there too), sends the file to Pillow.
+FIXED_LENGTH_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"bKGD": 6, b"tIME": 7}
+AFTER_IMAGE_CHUNKS = frozenset([b"tEXt", b"tIME"])
 #: Text keywords Pillow reads orientation from (Image.getexif: XMP, and EXIF stored as a raw profile).
 ORIENTING_KEYWORDS = (b"XML:com.adobe.xmp", b"Raw profile type")
+#: Pillow refuses an ICC profile that inflates to more than this (PngImagePlugin.MAX_TEXT_CHUNK).
+MAX_ICC_PROFILE_BYTES = 1 << 20
 #: Colour types read here, with their bytes a pixel: RGB and RGBA.
 CHANNELS_OF_COLOUR_TYPE = {2: 3, 6: 4}
 #: deflate never expands data by more than this factor (its longest match, 258 bytes, in a code of 2 bits
@@ -122,6 +126,8 @@ def _plain_layout(data: mmap.mmap) -> _Layout | None:
     channels = CHANNELS_OF_COLOUR_TYPE.get(colour_type)
     if channels is None or depth != 8 or compression or filtering or interlace or not width or not height:
         return None
+    if len(chunks[-1][1]):
+        return None  # IEND carries nothing
     idat: list[memoryview] = []
     idat_done = False
     for kind, body in chunks[1:-1]:
@@ -131,14 +137,31 @@ def _plain_layout(data: mmap.mmap) -> _Layout | None:
             idat.append(body)
             continue
         idat_done = bool(idat)
-        if kind in TEXT_CHUNKS:
-            if bytes(body[:80]).startswith(ORIENTING_KEYWORDS):
-                return None
-        elif kind not in HARMLESS_CHUNKS:
+        if (idat_done and kind not in AFTER_IMAGE_CHUNKS) or not _harmless(kind, body):
             return None
     if not idat:
         return None
     return _Layout(width, height, channels, idat)
+
+
+def _harmless(kind: bytes, body: memoryview) -> bool:
+    """Whether an ancillary chunk is one this reader reads past (FIXED_LENGTH_CHUNKS, tEXt, iCCP) and well formed
+    as Pillow wants it: a text chunk not one Pillow takes an orientation from, an ICC profile that inflates."""
+    if kind in FIXED_LENGTH_CHUNKS:
+        return len(body) == FIXED_LENGTH_CHUNKS[kind]
+    if kind == b"tEXt":
+        return not bytes(body[:80]).startswith(ORIENTING_KEYWORDS)
+    if kind == b"iCCP":
+        name_end = bytes(body[:80]).find(b"\0")
+        if name_end < 1 or len(body) < name_end + 2 or body[name_end + 1] != 0:  # a name, then method 0
+            return False
+        inflater = zlib.decompressobj()
+        try:
+            inflater.decompress(body[name_end + 2 :], MAX_ICC_PROFILE_BYTES)
+        except zlib.error:
+            return False
+        return not inflater.unconsumed_tail
+    return False
 
 
 def read_png(path: Path, max_pixels: int | None) -> DecodedPNG | None:

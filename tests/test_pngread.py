@@ -155,12 +155,14 @@ def test_the_cli_writes_the_same_file_from_the_readers_pixels_and_counts(tmp_pat
 
 
 HARMLESS = [chunk(b"gAMA", struct.pack(">I", 45455)), chunk(b"pHYs", bytes(9)), chunk(b"tEXt", b"Comment\0hi"),
-            chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"x" * 20)), chunk(b"zTXt", b"Title\0\0" + zlib.compress(b"t"))]
+            chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"x" * 20)), chunk(b"cHRM", bytes(32)), chunk(b"sRGB", b"\0"),
+            chunk(b"bKGD", bytes(6))]
 
 
 def test_metadata_that_leaves_the_pixels_alone_is_read_past(tmp_path: Path) -> None:
     pixels = noise((9, 11, 3))
-    data = png_file(pixels, extra=HARMLESS, after_idat=[chunk(b"tIME", bytes(7))], idat_size=40)
+    after = [chunk(b"tIME", bytes(7)), chunk(b"tEXt", b"a\0b")]  # the two Pillow reads after the image data too
+    data = png_file(pixels, extra=HARMLESS, after_idat=after, idat_size=40)
     decoded = read(tmp_path, data)
     assert decoded is not None and np.array_equal(as_array(decoded), pixels)
 
@@ -192,6 +194,16 @@ GIVEN_BACK = {
     "raw EXIF text": dict(extra=[chunk(b"zTXt", b"Raw profile type exif\0\0" + zlib.compress(b"\nexif\n8\n00"))]),
     "APNG": dict(extra=[chunk(b"acTL", struct.pack(">II", 1, 0))]),
     "unknown ancillary": dict(extra=[chunk(b"zzZz", b"")]),
+    "compressed text": dict(extra=[chunk(b"zTXt", b"Title\0\0" + zlib.compress(b"t"))]),
+    "international text": dict(extra=[chunk(b"iTXt", b"Title\0\0\0\0\0t")]),
+    "gAMA cut short": dict(extra=[chunk(b"gAMA", bytes(2))]),
+    "pHYs cut short": dict(extra=[chunk(b"pHYs", bytes(8))]),
+    "bKGD of a grey image": dict(extra=[chunk(b"bKGD", bytes(2))]),
+    "iCCP without a name": dict(extra=[chunk(b"iCCP", b"\0\0" + zlib.compress(b"x"))]),
+    "iCCP of another method": dict(extra=[chunk(b"iCCP", b"icc\0\1" + zlib.compress(b"x"))]),
+    "iCCP that does not inflate": dict(extra=[chunk(b"iCCP", b"icc\0\0" + bytes(9))]),
+    "iCCP over Pillow's limit": dict(extra=[chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(2 << 20)))]),
+    "gAMA after the image": dict(after_idat=[chunk(b"gAMA", bytes(4))]),
     "unknown critical": dict(extra=[chunk(b"ZZZZ", b"")]),
     "split IDAT": dict(after_idat=[chunk(b"tEXt", b"a\0b"), chunk(b"IDAT", b"")]),
 }
@@ -213,6 +225,7 @@ def _damaged(pixels: np.ndarray) -> dict[str, bytes]:
         "cut in IDAT": whole[: len(whole) // 2],
         "cut before IEND": whole[:-12],
         "bytes after IEND": whole + b"\0",
+        "IEND with a body": whole[:-12] + chunk(b"IEND", b"\0\0"),
         "bad ancillary CRC": bytes(bad_ancillary),
         "stream cut short": png_file(pixels, stream=zlib.compress(rows)[:-30]),
         "stream without its end": png_file(pixels, stream=zlib.compressobj().compress(rows)),
@@ -286,3 +299,30 @@ def test_a_damaged_png_gives_pillows_pixels_or_none(tmp_path: Path, data) -> Non
     decoded = read(tmp_path, damaged)
     if decoded is not None:
         assert np.array_equal(as_array(decoded), pillow_pixels(damaged))
+
+
+def test_the_differential_fuzzer_runs_clean_and_would_report_a_difference(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """tools/fuzz_png.py, briefly: no finding on the reader as it is; one reader that gets a pixel wrong is
+    reported as a mismatch, with the input saved."""
+    import importlib.util
+
+    tool = Path(__file__).resolve().parent.parent / "tools" / "fuzz_png.py"
+    spec = importlib.util.spec_from_file_location("fuzz_png", tool)
+    fuzz_png = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fuzz_png)
+    monkeypatch.setattr("sys.argv", ["fuzz_png.py", "--runs", "400", "--seed", "5", "--out", str(tmp_path / "clean")])
+    assert fuzz_png.main() == 0 and not (tmp_path / "clean").exists()
+
+    original = pngread.read_png
+
+    def off_by_one(path, max_pixels):
+        decoded = original(path, max_pixels)
+        if decoded is not None:
+            decoded.pixels[0] = (decoded.pixels[0] + 1) % 256
+        return decoded
+
+    monkeypatch.setattr(pngread, "read_png", off_by_one)
+    monkeypatch.setattr("sys.argv", ["fuzz_png.py", "--runs", "40", "--seed", "5", "--out", str(tmp_path / "broken")])
+    assert fuzz_png.main() == 1
+    assert list((tmp_path / "broken").glob("mismatch-*.png"))
