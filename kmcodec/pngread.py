@@ -44,8 +44,11 @@ SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Pillow reads there too), sends the file to Pillow.
 FIXED_LENGTH_CHUNKS = {b"gAMA": 4, b"cHRM": 32, b"sRGB": 1, b"pHYs": 9, b"bKGD": 6, b"tIME": 7}
 AFTER_IMAGE_CHUNKS = frozenset([b"tEXt", b"tIME"])
-#: Text keywords Pillow reads orientation from (Image.getexif: XMP, and EXIF stored as a raw profile).
-ORIENTING_KEYWORDS = (b"XML:com.adobe.xmp", b"Raw profile type")
+#: Text keywords Pillow takes an orientation from (Image.getexif): EXIF stored as text under "exif" (which
+#: PngImagePlugin keeps as the image's EXIF) or as a raw profile, and XMP.
+ORIENTING_KEYWORDS = (b"exif", b"Raw profile type", b"XML:com.adobe.xmp")
+#: The most text a file read here may carry (Pillow refuses more than 64 MB; the reader gives back far less).
+MAX_TEXT_BYTES = 1 << 20
 #: Pillow refuses an ICC profile that inflates to more than this (PngImagePlugin.MAX_TEXT_CHUNK).
 MAX_ICC_PROFILE_BYTES = 1 << 20
 #: Colour types read here, with their bytes a pixel: RGB and RGBA.
@@ -128,6 +131,8 @@ def _plain_layout(data: mmap.mmap) -> _Layout | None:
         return None
     if len(chunks[-1][1]):
         return None  # IEND carries nothing
+    if sum(len(body) for kind, body in chunks if kind == b"tEXt") > MAX_TEXT_BYTES:
+        return None
     idat: list[memoryview] = []
     idat_done = False
     for kind, body in chunks[1:-1]:
@@ -149,8 +154,9 @@ def _harmless(kind: bytes, body: memoryview) -> bool:
     as Pillow wants it: a text chunk not one Pillow takes an orientation from, an ICC profile that inflates."""
     if kind in FIXED_LENGTH_CHUNKS:
         return len(body) == FIXED_LENGTH_CHUNKS[kind]
-    if kind == b"tEXt":
-        return not bytes(body[:80]).startswith(ORIENTING_KEYWORDS)
+    if kind == b"tEXt":  # the keyword runs to the first NUL, or is the whole chunk (as Pillow reads it)
+        keyword = bytes(body).split(b"\0", 1)[0]
+        return not keyword.startswith(ORIENTING_KEYWORDS)
     if kind == b"iCCP":
         name_end = bytes(body[:80]).find(b"\0")
         if name_end < 1 or len(body) < name_end + 2 or body[name_end + 1] != 0:  # a name, then method 0

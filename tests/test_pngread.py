@@ -204,6 +204,10 @@ GIVEN_BACK = {
     "iCCP that does not inflate": dict(extra=[chunk(b"iCCP", b"icc\0\0" + bytes(9))]),
     "iCCP over Pillow's limit": dict(extra=[chunk(b"iCCP", b"icc\0\0" + zlib.compress(bytes(2 << 20)))]),
     "gAMA after the image": dict(after_idat=[chunk(b"gAMA", bytes(4))]),
+    "EXIF as text": dict(extra=[chunk(b"tEXt", b"exif\0" + _exif_orientation(6))]),
+    "EXIF as text after the image": dict(after_idat=[chunk(b"tEXt", b"exif\0" + _exif_orientation(6))]),
+    "XMP as text": dict(extra=[chunk(b"tEXt", b"XML:com.adobe.xmp\0<x tiff:Orientation='6'/>")]),
+    "over a MiB of text": dict(extra=[chunk(b"tEXt", b"Comment\0" + bytes(1 << 20))]),
     "unknown critical": dict(extra=[chunk(b"ZZZZ", b"")]),
     "split IDAT": dict(after_idat=[chunk(b"tEXt", b"a\0b"), chunk(b"IDAT", b"")]),
 }
