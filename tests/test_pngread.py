@@ -330,3 +330,14 @@ def test_the_differential_fuzzer_runs_clean_and_would_report_a_difference(tmp_pa
     monkeypatch.setattr("sys.argv", ["fuzz_png.py", "--runs", "40", "--seed", "5", "--out", str(tmp_path / "broken")])
     assert fuzz_png.main() == 1
     assert list((tmp_path / "broken").glob("mismatch-*.png"))
+
+
+@pytest.mark.parametrize("piece_bytes", [1, 7, 100])
+def test_rows_longer_than_the_inflaters_pieces_are_put_together(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                piece_bytes: int) -> None:
+    """A row spread over many pieces (on a real picture: a row of more than PIECE_BYTES) comes out whole."""
+    monkeypatch.setattr(pngread, "PIECE_BYTES", piece_bytes)
+    for channels in (3, 4):
+        pixels = noise((6, 45, channels), seed=piece_bytes)
+        decoded = read(tmp_path, png_file(pixels))
+        assert decoded is not None and np.array_equal(as_array(decoded), pixels)
