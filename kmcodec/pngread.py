@@ -10,22 +10,24 @@ It takes only the plain case, where its pixels are by construction those Pillow 
 type 2 (RGB) or 6 (RGBA), not interlaced, every chunk's CRC right but IDAT's (which Pillow does not check
 either), nothing after IEND, and besides the image data only the few metadata chunks Pillow reads past, well
 formed (FIXED_LENGTH_CHUNKS, tEXt, iCCP): nothing that could change the pixels or their orientation (PLTE,
-tRNS, eXIf, APNG's chunks, an XMP or raw-EXIF text chunk) and nothing it does not know. Anything else, a
+tRNS, eXIf, APNG's chunks, a text chunk Pillow takes EXIF or XMP from) and nothing it does not know. Anything else, a
 damaged file included, gives None, and the caller reads the file with Pillow, which applies every check and
 says what is wrong. It never allocates more than the header declares, and only after the caller's pixel limit
-and Pillow's own have been checked, and after the compressed data is large enough to hold that many pixels at
-deflate's best ratio.
+and Pillow's own have been checked and the file is long enough to hold that many pixels at deflate's best
+ratio; it reads metadata chunks of at most MAX_METADATA_BYTES, and the image data in blocks.
 """
 
 from __future__ import annotations
 
 import mmap
+import os
 import queue
 import struct
 import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO, Iterator
 
 try:  # ISA-L's inflate: the same zlib streams, about 1.7x faster than zlib's here
     from isal import isal_zlib as _inflate
@@ -47,8 +49,11 @@ AFTER_IMAGE_CHUNKS = frozenset([b"tEXt", b"tIME"])
 #: Text keywords Pillow takes an orientation from (Image.getexif): EXIF stored as text under "exif" (which
 #: PngImagePlugin keeps as the image's EXIF) or as a raw profile, and XMP.
 ORIENTING_KEYWORDS = (b"exif", b"Raw profile type", b"XML:com.adobe.xmp")
-#: The most text a file read here may carry (Pillow refuses more than 64 MB; the reader gives back far less).
+#: The most text a file read here may carry (Pillow refuses more than 64 MB; the reader gives back far less),
+#: the largest metadata chunk it reads, and how many metadata chunks it reads before or after the image data.
 MAX_TEXT_BYTES = 1 << 20
+MAX_METADATA_BYTES = 1 << 20
+MAX_METADATA_CHUNKS = 256
 #: Pillow refuses an ICC profile that inflates to more than this (PngImagePlugin.MAX_TEXT_CHUNK).
 MAX_ICC_PROFILE_BYTES = 1 << 20
 #: Colour types read here, with their bytes a pixel: RGB and RGBA.
@@ -64,7 +69,7 @@ COUNT_MIN_PIXELS = 1 << 20
 #: may wait: the pipeline holds at most about 16 MiB besides the picture.
 PIECE_BYTES = 1048576
 PIECES_WAITING = 16
-#: Compressed bytes given to the inflater at a time, at least (_blocks).
+#: Compressed bytes given to the inflater at a time (_idat_blocks).
 INPUT_BLOCK_BYTES = 1 << 20
 
 
@@ -82,83 +87,93 @@ class DecodedPNG:
     counts: bytes | None
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Layout:
+    """What the chunks before the image data say: the picture's size and channels, the first IDAT chunk's
+    length (the file is read up to its body), and the text seen so far."""
+
     width: int
     height: int
     channels: int
-    idat: list[memoryview]
+    first_idat_length: int
+    text_bytes: int
 
 
-def _chunks(data: mmap.mmap):
-    """(type, body) of each chunk after the signature, up to and including IEND; ValueError for any damage that
-    Pillow would refuse too (IDAT's CRCs aside: see below)."""
-    view = memoryview(data)
-    pos = len(SIGNATURE)
-    while True:
-        if pos + 12 > len(data):
-            raise ValueError("truncated chunk")
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        end = pos + 12 + length
-        if length > 0x7FFFFFFF or end > len(data):
-            raise ValueError("truncated chunk")
-        body = view[pos + 8 : end - 4]
-        # IDAT's CRCs are not checked, as Pillow does not check them: the zlib stream's own Adler-32 covers the
-        # data, and a check here would hand the GIL over once per chunk while the main thread imports
-        if kind != b"IDAT" and zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, end - 4)[0]:
-            raise ValueError("chunk CRC mismatch")
-        yield kind, body
-        pos = end
-        if kind == b"IEND":
-            if pos != len(data):
-                raise ValueError("bytes after IEND")
-            return
+def _chunk_header(handle: BinaryIO) -> tuple[int, bytes]:
+    """(body length, type) of the next chunk; ValueError if the file ends or the length is not PNG's."""
+    header = handle.read(8)
+    if len(header) < 8:
+        raise ValueError("truncated chunk")
+    length, kind = struct.unpack(">I4s", header)
+    if length > 0x7FFFFFFF:
+        raise ValueError("chunk length over 2^31 - 1")
+    return length, kind
 
 
-def _plain_layout(data: mmap.mmap) -> _Layout | None:
-    """The layout of a PNG this reader takes (module docstring), or None."""
-    if data[: len(SIGNATURE)] != SIGNATURE:
+def _checked_body(handle: BinaryIO, length: int, kind: bytes) -> bytes:
+    """The body of a metadata chunk (at most MAX_METADATA_BYTES), its CRC checked; ValueError otherwise."""
+    if length > MAX_METADATA_BYTES:
+        raise ValueError("metadata chunk too large for this reader")
+    data = handle.read(length + 4)
+    if len(data) < length + 4:
+        raise ValueError("truncated chunk")
+    body = data[:length]
+    if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack_from(">I", data, length)[0]:
+        raise ValueError("chunk CRC mismatch")
+    return body
+
+
+def _read_head(handle: BinaryIO) -> _Layout | None:
+    """Read a PNG up to the body of its first IDAT chunk; its layout if it is one this reader takes (module
+    docstring) so far, else None. ValueError for damage."""
+    if handle.read(len(SIGNATURE)) != SIGNATURE:
         return None
-    try:
-        chunks = list(_chunks(data))
-    except ValueError:
+    length, kind = _chunk_header(handle)
+    if kind != b"IHDR" or length != 13:
         return None
-    if len(chunks) < 3 or chunks[0][0] != b"IHDR" or len(chunks[0][1]) != 13:
-        return None
-    width, height, depth, colour_type, compression, filtering, interlace = struct.unpack(">IIBBBBB", chunks[0][1])
+    width, height, depth, colour_type, compression, filtering, interlace = struct.unpack(
+        ">IIBBBBB", _checked_body(handle, length, kind))
     channels = CHANNELS_OF_COLOUR_TYPE.get(colour_type)
     if channels is None or depth != 8 or compression or filtering or interlace or not width or not height:
         return None
-    if len(chunks[-1][1]):
-        return None  # IEND carries nothing
-    if sum(len(body) for kind, body in chunks if kind == b"tEXt") > MAX_TEXT_BYTES:
-        return None
-    idat: list[memoryview] = []
-    idat_done = False
-    for kind, body in chunks[1:-1]:
+    text_bytes = 0
+    for _ in range(MAX_METADATA_CHUNKS):
+        length, kind = _chunk_header(handle)
         if kind == b"IDAT":
-            if idat_done:
-                return None  # IDAT chunks must be consecutive
-            idat.append(body)
-            continue
-        idat_done = bool(idat)
-        if (idat_done and kind not in AFTER_IMAGE_CHUNKS) or not _harmless(kind, body):
+            return _Layout(width, height, channels, length, text_bytes)
+        body = _checked_body(handle, length, kind)
+        text_bytes += len(body) if kind == b"tEXt" else 0
+        if not _harmless(kind, body) or text_bytes > MAX_TEXT_BYTES:
             return None
-    if not idat:
-        return None
-    return _Layout(width, height, channels, idat)
+    return None
 
 
-def _harmless(kind: bytes, body: memoryview) -> bool:
+def _check_tail(handle: BinaryIO, length: int, kind: bytes, text_bytes: int) -> None:
+    """Read the chunks after the image data, from the header (length, kind) already read, to IEND and the end of
+    the file; ValueError unless they are ones this reader takes there (AFTER_IMAGE_CHUNKS) and IEND is empty."""
+    for _ in range(MAX_METADATA_CHUNKS):
+        body = _checked_body(handle, length, kind)
+        if kind == b"IEND":
+            if body or handle.read(1):
+                raise ValueError("IEND with a body, or bytes after IEND")
+            return
+        text_bytes += len(body) if kind == b"tEXt" else 0
+        if kind not in AFTER_IMAGE_CHUNKS or not _harmless(kind, body) or text_bytes > MAX_TEXT_BYTES:
+            raise ValueError(f"{kind!r} after the image data")
+        length, kind = _chunk_header(handle)
+    raise ValueError("too many chunks")
+
+
+def _harmless(kind: bytes, body: bytes) -> bool:
     """Whether an ancillary chunk is one this reader reads past (FIXED_LENGTH_CHUNKS, tEXt, iCCP) and well formed
     as Pillow wants it: a text chunk not one Pillow takes an orientation from, an ICC profile that inflates."""
     if kind in FIXED_LENGTH_CHUNKS:
         return len(body) == FIXED_LENGTH_CHUNKS[kind]
     if kind == b"tEXt":  # the keyword runs to the first NUL, or is the whole chunk (as Pillow reads it)
-        keyword = bytes(body).split(b"\0", 1)[0]
+        keyword = body.split(b"\0", 1)[0]
         return not keyword.startswith(ORIENTING_KEYWORDS)
     if kind == b"iCCP":
-        name_end = bytes(body[:80]).find(b"\0")
+        name_end = body[:80].find(b"\0")
         if name_end < 1 or len(body) < name_end + 2 or body[name_end + 1] != 0:  # a name, then method 0
             return False
         inflater = zlib.decompressobj()
@@ -172,27 +187,34 @@ def _harmless(kind: bytes, body: memoryview) -> bool:
 
 def read_png(path: Path, max_pixels: int | None) -> DecodedPNG | None:
     """The pixels of the plain PNG at `path` (module docstring), or None: not such a PNG, damaged, above
-    `max_pixels`, or without the C extension. Runs on the calling thread and one more."""
+    `max_pixels`, or without the C extension. Runs on the calling thread and one more.
+
+    The file is read, not mapped: a mapped file cut short by another program while it is read would kill the
+    process (SIGBUS) where a read only comes up short."""
     if _c is None:
         return None
-    try:  # mapped, not read: the pages come in as the CRC check and the inflater reach them
-        with open(path, "rb") as handle:
-            data = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    except (OSError, ValueError):  # ValueError: an empty file cannot be mapped
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed below, after the inflating thread has ended
+    except OSError:
         return None
-    layout = _plain_layout(data)
-    if layout is None:
-        return None
-    width, height, channels = layout.width, layout.height, layout.channels
-    if max_pixels is not None and width * height > max_pixels:
-        return None
-    row_bytes = width * channels
-    expected = height * (row_bytes + 1)
-    if sum(len(part) for part in layout.idat) * DEFLATE_MAX_RATIO < expected:
-        return None
-    pixels = mmap.mmap(-1, height * row_bytes)  # zero pages, given out as the rows are written
-    counted = channels == 3 and width * height > COUNT_MIN_PIXELS
-    counter = _unfilter_while_inflating(layout, pixels, counted, expected)
+    with handle:
+        try:
+            layout = _read_head(handle)
+            file_bytes = os.fstat(handle.fileno()).st_size
+        except (OSError, ValueError):
+            return None
+        if layout is None:
+            return None
+        width, height, channels = layout.width, layout.height, layout.channels
+        if max_pixels is not None and width * height > max_pixels:
+            return None
+        row_bytes = width * channels
+        expected = height * (row_bytes + 1)
+        if file_bytes * DEFLATE_MAX_RATIO < expected:
+            return None
+        pixels = mmap.mmap(-1, height * row_bytes)  # zero pages, given out as the rows are written
+        counted = channels == 3 and width * height > COUNT_MIN_PIXELS
+        counter = _unfilter_while_inflating(handle, layout, pixels, counted, expected)
     if counter is None:
         return None
     if not counted:
@@ -201,10 +223,11 @@ def read_png(path: Path, max_pixels: int | None) -> DecodedPNG | None:
     return DecodedPNG(width, height, channels, pixels, keys, counts)
 
 
-def _unfilter_while_inflating(layout: _Layout, pixels: mmap.mmap, counted: bool, expected: int):
-    """Inflate the IDAT stream on a thread and unfilter its rows here as they come, counting their colours if
-    `counted`; the colour counter (or False when not counting) if the stream held exactly the picture's rows
-    and its filters were all valid, else None."""
+def _unfilter_while_inflating(handle: BinaryIO, layout: _Layout, pixels: mmap.mmap, counted: bool, expected: int):
+    """Read and inflate the IDAT stream on a thread, from `handle` at the first IDAT chunk's body on, and unfilter
+    its rows here as they come, counting their colours if `counted`; the colour counter (or False when not
+    counting) if the stream held exactly the picture's rows, its filters were all valid and the chunks after it
+    are ones this reader takes, else None."""
     pieces: queue.Queue = queue.Queue(PIECES_WAITING)
     stop = threading.Event()
     outcome: list[bool] = []
@@ -212,7 +235,7 @@ def _unfilter_while_inflating(layout: _Layout, pixels: mmap.mmap, counted: bool,
     def inflate() -> None:
         ok = False
         try:
-            ok = _inflate_into(layout.idat, expected, pieces, stop)
+            ok = _inflate_into(_idat_blocks(handle, layout), expected, pieces, stop)
         except Exception:  # noqa: BLE001 - a damaged stream: the caller reads the file with Pillow
             ok = False
         finally:
@@ -276,28 +299,41 @@ def _put(pieces: queue.Queue, item: bytes | None, stop: threading.Event) -> bool
     return False
 
 
-def _blocks(idat: list[memoryview]):
-    """The IDAT chunks' data, small chunks joined into blocks of about INPUT_BLOCK_BYTES: one inflate call a
-    block, where a writer's chunks of 8-64 KiB would make hundreds, each handing the GIL over. A chunk that is a
-    block by itself is passed as it is, without a copy."""
-    block: list[memoryview] = []
-    size = 0
-    for part in idat:
-        block.append(part)
-        size += len(part)
-        if size >= INPUT_BLOCK_BYTES:
-            yield block[0] if len(block) == 1 else b"".join(block)
-            block, size = [], 0
-    if block:
-        yield block[0] if len(block) == 1 else b"".join(block)
+def _idat_blocks(handle: BinaryIO, layout: _Layout) -> Iterator[bytearray]:
+    """The IDAT chunks' data read from `handle` (at the first one's body) in blocks of INPUT_BLOCK_BYTES (the
+    last one shorter), whatever the chunks' sizes: one inflate call a block, where a writer's chunks of 8-64 KiB
+    would make hundreds, each handing the GIL over. After the last block, the chunks after the image data are
+    read and checked (_check_tail); ValueError for damage. IDAT's CRCs are skipped, as Pillow skips them: the
+    zlib stream's Adler-32 covers the data."""
+    block = bytearray(INPUT_BLOCK_BYTES)
+    filled = 0
+    length = layout.first_idat_length
+    while True:
+        while length:
+            got = handle.readinto(memoryview(block)[filled : filled + min(length, INPUT_BLOCK_BYTES - filled)])
+            if not got:
+                raise ValueError("truncated IDAT chunk")
+            filled += got
+            length -= got
+            if filled == INPUT_BLOCK_BYTES:
+                yield block
+                block, filled = bytearray(INPUT_BLOCK_BYTES), 0
+        if len(handle.read(4)) < 4:  # the CRC
+            raise ValueError("truncated IDAT chunk")
+        length, kind = _chunk_header(handle)
+        if kind != b"IDAT":
+            break
+    if filled:
+        yield block[:filled]
+    _check_tail(handle, length, kind, layout.text_bytes)
 
 
-def _inflate_into(idat: list[memoryview], expected: int, pieces: queue.Queue, stop: threading.Event) -> bool:
-    """Inflate the IDAT chunks' zlib stream into pieces of at most PIECE_BYTES; True when it ends exactly after
-    `expected` bytes (never inflating more than one piece past them)."""
+def _inflate_into(blocks: Iterator[bytearray], expected: int, pieces: queue.Queue, stop: threading.Event) -> bool:
+    """Inflate the zlib stream in `blocks` into pieces of at most PIECE_BYTES; True when it ends exactly after
+    `expected` bytes, with the last block (never inflating more than one piece past them)."""
     inflater = _inflate.decompressobj()
     produced = 0
-    for data in _blocks(idat):
+    for data in blocks:
         if inflater.eof:
             return False  # the stream ended before the last IDAT chunk
         while data:

@@ -341,3 +341,20 @@ def test_rows_longer_than_the_inflaters_pieces_are_put_together(tmp_path: Path, 
         pixels = noise((6, 45, channels), seed=piece_bytes)
         decoded = read(tmp_path, png_file(pixels))
         assert decoded is not None and np.array_equal(as_array(decoded), pixels)
+
+
+def test_a_file_cut_short_while_it_is_read_is_given_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another program truncates the PNG after its header was read: the reader comes up short and gives up (a
+    mapped file would have killed the process with SIGBUS here)."""
+    path = tmp_path / "shrinking.png"
+    path.write_bytes(png_file(noise((300, 200, 3)), idat_size=4096))
+    original = pngread._read_head
+
+    def head_then_truncate(handle):
+        layout = original(handle)
+        with open(path, "r+b") as other:
+            other.truncate(2000)
+        return layout
+
+    monkeypatch.setattr(pngread, "_read_head", head_then_truncate)
+    assert pngread.read_png(path, None) is None
