@@ -59,7 +59,7 @@ MAX_ICC_PROFILE_BYTES = 1 << 20
 #: Colour types read here, with their bytes a pixel: RGB and RGBA.
 CHANNELS_OF_COLOUR_TYPE = {2: 3, 6: 4}
 #: deflate never expands data by more than this factor (its longest match, 258 bytes, in a code of 2 bits
-#: or more); a stream shorter than expected/this cannot hold the picture, and is left to Pillow at once.
+#: or more); a file shorter than the picture's rows / this cannot hold them, and is left to Pillow at once.
 DEFLATE_MAX_RATIO = 1032
 #: The reader counts an RGB picture's colours only above this many pixels: below it the quantizer's histogram
 #: sorts the keys in a few milliseconds, and a count table's 64 MiB would cost more (fastpath's
@@ -67,7 +67,7 @@ DEFLATE_MAX_RATIO = 1032
 COUNT_MIN_PIXELS = 1 << 20
 #: Inflated bytes handed from the inflating thread to the unfiltering one at a time, and how many such pieces
 #: may wait: the pipeline holds at most about 16 MiB besides the picture.
-PIECE_BYTES = 1048576
+PIECE_BYTES = 1 << 20
 PIECES_WAITING = 16
 #: Compressed bytes given to the inflater at a time (_idat_blocks).
 INPUT_BLOCK_BYTES = 1 << 20
@@ -87,7 +87,7 @@ class DecodedPNG:
     counts: bytes | None
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Layout:
     """What the chunks before the image data say: the picture's size and channels, the first IDAT chunk's
     length (the file is read up to its body), and the text seen so far."""
