@@ -33,7 +33,11 @@ def srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """Convert (n, 3) 8-bit sRGB colours to CIELAB (D65 white), float64."""
     c = np.asarray(rgb, dtype=np.float64) / 255.0
     linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
-    t = (linear @ _SRGB_TO_XYZ.T) / _D65_WHITE
+    # The 3 x 3 product written out, not `@`: OpenBLAS may take another kernel for the same product from one call to
+    # the next (seen with numpy 1.24's OpenBLAS 0.3.21, in the full test suite only), and the same colour must give
+    # the same Lab every time, so that its ΔE to itself is 0 (it came out 2e-15 in three of four runs of the
+    # oldest-versions suite). numpy's elementwise operations round the same input the same way every time.
+    t = sum(linear[:, [j]] * _SRGB_TO_XYZ[:, j] for j in range(3)) / _D65_WHITE
     delta = 6.0 / 29.0
     f = np.where(t > delta**3, np.cbrt(t), t / (3 * delta**2) + 4.0 / 29.0)
     return np.stack([116.0 * f[:, 1] - 16.0, 500.0 * (f[:, 0] - f[:, 1]), 200.0 * (f[:, 1] - f[:, 2])], axis=1)

@@ -17,8 +17,9 @@ def test_lab_and_ciede2000_match_scikit_image():
     quantized = api.quantize(original, 8).to_array()
     ours = delta_e_2000(srgb_to_lab(original.reshape(-1, 3)), srgb_to_lab(quantized.reshape(-1, 3)))
     theirs = color.deltaE_ciede2000(color.rgb2lab(original), color.rgb2lab(quantized)).reshape(-1)
-    # assert_allclose (np.allclose's tolerances) names the worst pixel: this test failed twice in the oldest-versions
-    # suite and never alone, and the failure's numbers were lost.
+    # assert_allclose (np.allclose's tolerances) names the worst pixel. This test failed now and then in the
+    # oldest-versions suite, never alone: the ΔE of the image to itself (last line) came out 2e-15, as the same
+    # colour's Lab came out differently from two calls through OpenBLAS; srgb_to_lab no longer calls BLAS.
     np.testing.assert_allclose(srgb_to_lab(original.reshape(-1, 3)), color.rgb2lab(original).reshape(-1, 3),
                                rtol=1e-5, atol=1e-3)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-3)
