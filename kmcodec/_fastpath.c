@@ -1401,8 +1401,8 @@ static size_t histogram_by_sort(const uint8_t *src, size_t stride, size_t n, uin
     return m;
 }
 
-/* Counts of 24-bit colours in a 2^24 table (calloc'd: the OS hands out zero pages lazily), and the distinct keys
-   in the order they first appear, so that the result costs O(n + m), not O(2^24). */
+/* Counts of 24-bit colours in a 2^24 table (zeroed_table), and the distinct keys in the order they first appear,
+   so that the result costs O(n + m) beyond the table, not O(2^24). */
 typedef struct {
     uint32_t *table;
     uint32_t *keys;
@@ -1646,9 +1646,10 @@ static int unfilter_rgba_row(int type, const uint8_t *raw, const uint8_t *prior,
 }
 
 /* png_rows(filtered, n_rows, width, channels, out, first_row, counter=None) -> None
- * filtered: n_rows PNG scanlines of an 8-bit, non-interlaced RGB or RGBA picture (channels 3 or 4), each a filter-type byte and then
- * width * channels bytes; out: the picture's unfiltered rows, row r at r * width * channels, where rows
- * first_row .. first_row + n_rows - 1 are written and row first_row - 1 (if any) is read as the prior row.
+ * filtered: n_rows PNG scanlines of an 8-bit, non-interlaced RGB or RGBA picture (channels 3 or 4), each a
+ * filter-type byte and then width * channels bytes; out: the picture's unfiltered rows, row r at
+ * r * width * channels, where rows first_row .. first_row + n_rows - 1 are written and row first_row - 1 (if any)
+ * is read as the prior row.
  * An RGB picture's new pixels are counted into counter. ValueError (nothing counted past the bad row) for a
  * filter type above 4. */
 static PyObject *py_png_rows(PyObject *self, PyObject *args) {

@@ -123,45 +123,50 @@ def _checked_body(handle: BinaryIO, length: int, kind: bytes) -> bytes:
     return body
 
 
-def _read_head(handle: BinaryIO) -> _Layout | None:
+def _read_head(handle: BinaryIO) -> _Layout:
     """Read a PNG up to the body of its first IDAT chunk; its layout if it is one this reader takes (module
-    docstring) so far, else None. ValueError for damage."""
+    docstring) so far. ValueError for anything else, damage included."""
     if handle.read(len(SIGNATURE)) != SIGNATURE:
-        return None
+        raise ValueError("not a PNG")
     length, kind = _chunk_header(handle)
     if kind != b"IHDR" or length != 13:
-        return None
+        raise ValueError("no IHDR first")
     width, height, depth, colour_type, compression, filtering, interlace = struct.unpack(
         ">IIBBBBB", _checked_body(handle, length, kind))
     channels = CHANNELS_OF_COLOUR_TYPE.get(colour_type)
     if channels is None or depth != 8 or compression or filtering or interlace or not width or not height:
-        return None
+        raise ValueError("not 8-bit RGB or RGBA, or interlaced")
     text_bytes = 0
     for _ in range(MAX_METADATA_CHUNKS):
         length, kind = _chunk_header(handle)
         if kind == b"IDAT":
             return _Layout(width, height, channels, length, text_bytes)
-        body = _checked_body(handle, length, kind)
-        text_bytes += len(body) if kind == b"tEXt" else 0
-        if not _harmless(kind, body) or text_bytes > MAX_TEXT_BYTES:
-            return None
-    return None
+        text_bytes = _read_metadata(handle, length, kind, text_bytes, before_image=True)
+    raise ValueError("too many chunks")
 
 
 def _check_tail(handle: BinaryIO, length: int, kind: bytes, text_bytes: int) -> None:
     """Read the chunks after the image data, from the header (length, kind) already read, to IEND and the end of
     the file; ValueError unless they are ones this reader takes there (AFTER_IMAGE_CHUNKS) and IEND is empty."""
     for _ in range(MAX_METADATA_CHUNKS):
-        body = _checked_body(handle, length, kind)
         if kind == b"IEND":
-            if body or handle.read(1):
+            if length or _checked_body(handle, length, kind) or handle.read(1):
                 raise ValueError("IEND with a body, or bytes after IEND")
             return
-        text_bytes += len(body) if kind == b"tEXt" else 0
-        if kind not in AFTER_IMAGE_CHUNKS or not _harmless(kind, body) or text_bytes > MAX_TEXT_BYTES:
-            raise ValueError(f"{kind!r} after the image data")
+        text_bytes = _read_metadata(handle, length, kind, text_bytes, before_image=False)
         length, kind = _chunk_header(handle)
     raise ValueError("too many chunks")
+
+
+def _read_metadata(handle: BinaryIO, length: int, kind: bytes, text_bytes: int, before_image: bool) -> int:
+    """Read one metadata chunk and check it is one this reader reads past there (_harmless; after the image data
+    only AFTER_IMAGE_CHUNKS) within the text budget; the text read so far, this chunk's included. ValueError
+    otherwise."""
+    body = _checked_body(handle, length, kind)
+    text_bytes += len(body) if kind == b"tEXt" else 0
+    if not (before_image or kind in AFTER_IMAGE_CHUNKS) or not _harmless(kind, body) or text_bytes > MAX_TEXT_BYTES:
+        raise ValueError(f"{kind!r} is not a chunk this reader takes there")
+    return text_bytes
 
 
 def _harmless(kind: bytes, body: bytes) -> bool:
@@ -201,9 +206,7 @@ def read_png(path: Path, max_pixels: int | None) -> DecodedPNG | None:
         try:
             layout = _read_head(handle)
             file_bytes = os.fstat(handle.fileno()).st_size
-        except (OSError, ValueError):
-            return None
-        if layout is None:
+        except (OSError, ValueError):  # not a PNG this reader takes, or damaged: Pillow reads it
             return None
         width, height, channels = layout.width, layout.height, layout.channels
         if max_pixels is not None and width * height > max_pixels:
@@ -214,10 +217,10 @@ def read_png(path: Path, max_pixels: int | None) -> DecodedPNG | None:
             return None
         pixels = mmap.mmap(-1, height * row_bytes)  # zero pages, given out as the rows are written
         counted = channels == 3 and width * height > COUNT_MIN_PIXELS
-        counter = _unfilter_while_inflating(handle, layout, pixels, counted, expected)
-    if counter is None:
+        read, counter = _unfilter_while_inflating(handle, layout, pixels, counted, expected)
+    if not read:
         return None
-    if not counted:
+    if counter is None:
         return DecodedPNG(width, height, channels, pixels, None, None)
     keys, counts = _c.colour_counts(counter)
     return DecodedPNG(width, height, channels, pixels, keys, counts)
@@ -225,9 +228,9 @@ def read_png(path: Path, max_pixels: int | None) -> DecodedPNG | None:
 
 def _unfilter_while_inflating(handle: BinaryIO, layout: _Layout, pixels: mmap.mmap, counted: bool, expected: int):
     """Read and inflate the IDAT stream on a thread, from `handle` at the first IDAT chunk's body on, and unfilter
-    its rows here as they come, counting their colours if `counted`; the colour counter (or False when not
-    counting) if the stream held exactly the picture's rows, its filters were all valid and the chunks after it
-    are ones this reader takes, else None."""
+    its rows here as they come, counting their colours if `counted`. Returns (whether the stream held exactly the
+    picture's rows, its filters were all valid and the chunks after it are ones this reader takes; the colour
+    counter, or None when not counting)."""
     pieces: queue.Queue = queue.Queue(PIECES_WAITING)
     stop = threading.Event()
     outcome: list[bool] = []
@@ -261,20 +264,20 @@ def _unfilter_while_inflating(handle: BinaryIO, layout: _Layout, pixels: mmap.mm
                 if len(carry) < row_stride:
                     continue
                 if row >= layout.height:
-                    return None
+                    return False, None
                 _c.png_rows(carry, 1, layout.width, layout.channels, pixels, row, counter)
                 carry.clear()
                 row += 1
             rows = (len(piece) - start) // row_stride
             if rows:
                 if row + rows > layout.height:
-                    return None
+                    return False, None
                 _c.png_rows(memoryview(piece)[start : start + rows * row_stride], rows, layout.width,
                             layout.channels, pixels, row, counter)
                 row += rows
             carry += piece[start + rows * row_stride :]
     except ValueError:  # a filter type above 4
-        return None
+        return False, None
     finally:
         stop.set()
         while thread.is_alive():  # let a blocked put() finish so the thread can end
@@ -283,9 +286,7 @@ def _unfilter_while_inflating(handle: BinaryIO, layout: _Layout, pixels: mmap.mm
             except queue.Empty:
                 thread.join(0.001)
         thread.join()
-    if not (outcome and outcome[0]) or row != layout.height or carry:
-        return None
-    return counter if counted else False
+    return bool(outcome and outcome[0]) and row == layout.height and not carry, counter
 
 
 def _put(pieces: queue.Queue, item: bytes | None, stop: threading.Event) -> bool:
