@@ -436,6 +436,173 @@ static inline int32_t slab_two(const slab_t *s, const double *x, double *first, 
     return best_index == INT32_MAX ? 0 : best_index;
 }
 
+/* ---- exact nearest centroids from a likely one, by the likely one's neighbours ----
+ * For any centroid a and point x, every centroid j has d(x, j) >= d(a, j) - d(x, a) (triangle inequality). A
+ * search that starts at a likely answer a and takes a's other centroids nearest first can therefore stop at the
+ * first j with d(a, j) - d(x, a) above the best (or second-best) distance found: no later one comes nearer. A
+ * point is usually near its likely answer and centroids are spread in three dimensions, so the search looks at
+ * a few centroids where the slab looks at every one in a plane's width. Each centroid a lists the others within
+ * NEAR_REACH times its nearest other's distance (at most NEAR_CAP, nearest first) and a lower bound of the
+ * distance of every one it does not list; a search that runs past its list falls back to a full one. */
+#define NEAR_CAP 64
+#define NEAR_REACH 3.0
+#define NEAR_MIN_K 48
+/* ... and at most this many centroids, with at least NEAR_POINTS_PER_K points a centroid to search for: a list
+   costs O(k) to build, so larger k or fewer points do not repay it (wood-4mp, 17,000 points: k = 512 and 1024
+   took 1.5x the time with lists). */
+#define NEAR_MAX_K 256
+#define NEAR_POINTS_PER_K 32
+/* Owners a thread builds lists for, at least (a list costs well under a microsecond, a thread's start ~50 us). */
+#define NEAR_OWNERS_PER_THREAD 128
+
+typedef struct {
+    int k, d;
+    const double *centroids; /* caller's, k * d */
+    int32_t *index;          /* k * NEAR_CAP: each centroid's listed others, nearest first */
+    double *gap;             /* k * NEAR_CAP: their distances, rounded down (lower bounds of the true ones) */
+    int32_t *count;          /* k: how many each lists */
+    double *beyond;          /* k: a lower bound of the distance of every other centroid it does not list */
+} near_t;
+
+/* Sort the first n of (v, id) ascending by v (insertion sort: n is small). */
+static void sort_pairs(double *v, int32_t *id, int n) {
+    for (int t = 1; t < n; t++) {
+        double x = v[t];
+        int32_t u = id[t];
+        int at = t;
+        while (at > 0 && v[at - 1] > x) {
+            v[at] = v[at - 1];
+            id[at] = id[at - 1];
+            at--;
+        }
+        v[at] = x;
+        id[at] = u;
+    }
+}
+
+/* The lists of owners [begin, end): every squared distance, then the ones within NEAR_REACH^2 times the
+   smallest, sorted; more than NEAR_CAP of them (centroids bunched together) keep the NEAR_CAP nearest. */
+static void near_lists(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part) {
+    near_t *s = (near_t *)ctx;
+    const int k = s->k, d = s->d;
+    const double *centroids = s->centroids;
+    (void)part;
+    double dd[NEAR_MAX_K];
+    int32_t id[NEAR_MAX_K];
+    for (Py_ssize_t a = begin; a < end; a++) {
+        const double *ca = centroids + (size_t)a * d;
+        double nearest = INFINITY;
+        for (int j = 0; j < k; j++) {
+            dd[j] = distance2(ca, centroids + (size_t)j * d, d);
+            if (j != a && dd[j] < nearest) nearest = dd[j];
+        }
+        double limit = nearest * (NEAR_REACH * NEAR_REACH);
+        int n = 0;
+        for (int j = 0; j < k; j++) {
+            id[n] = j;
+            dd[n] = dd[j];
+            n += j != a && dd[j] <= limit;
+        }
+        double beyond = sqrt(limit) * (1.0 - 1e-12); /* every unlisted one is farther than limit */
+        sort_pairs(dd, id, n);
+        if (n > NEAR_CAP) {
+            n = NEAR_CAP;
+            beyond = sqrt(dd[NEAR_CAP - 1]) * (1.0 - 1e-12); /* the dropped ones are at least as far */
+        }
+        double *gap = s->gap + (size_t)a * NEAR_CAP;
+        int32_t *index = s->index + (size_t)a * NEAR_CAP;
+        for (int t = 0; t < n; t++) {
+            gap[t] = sqrt(dd[t]) * (1.0 - 1e-12);
+            index[t] = id[t];
+        }
+        s->count[a] = n;
+        s->beyond[a] = k - 1 == n ? INFINITY : beyond;
+    }
+}
+
+/* Each centroid's list, built on up to `threads` threads; -1 when out of memory. Call without the GIL. */
+static int near_init(near_t *s, const double *centroids, int k, int d, int threads) {
+    s->k = k;
+    s->d = d;
+    s->centroids = centroids;
+    s->index = malloc(sizeof(int32_t) * (size_t)k * NEAR_CAP);
+    s->gap = malloc(sizeof(double) * (size_t)k * NEAR_CAP);
+    s->count = malloc(sizeof(int32_t) * (size_t)k);
+    s->beyond = malloc(sizeof(double) * (size_t)k);
+    if (k > NEAR_MAX_K || !s->index || !s->gap || !s->count || !s->beyond) {
+        free(s->index);
+        free(s->gap);
+        free(s->count);
+        free(s->beyond);
+        return -1;
+    }
+    parallel_for(near_lists, s, k, parts_of_at_least(k, threads, NEAR_OWNERS_PER_THREAD));
+    return 0;
+}
+
+static void near_free(near_t *s) {
+    free(s->index);
+    free(s->gap);
+    free(s->count);
+    free(s->beyond);
+}
+
+/* The nearest centroid (lowest index on ties) and its squared distance, from `guess` (0 <= guess < k) outwards;
+   -1 when the search ran past the guess's list without settling (the caller then searches fully). */
+static inline int32_t near_one(const near_t *s, const double *x, double *dist, int32_t guess) {
+    const int d = s->d, n = s->count[guess];
+    double best = distance2(x, s->centroids + (size_t)guess * d, d);
+    int32_t best_index = guess;
+    const double reach = sqrt(best) * (1.0 + 1e-12); /* d(x, guess), rounded up */
+    double limit = reach;                              /* sqrt(best), rounded up */
+    const int32_t *index = s->index + (size_t)guess * NEAR_CAP;
+    const double *gap = s->gap + (size_t)guess * NEAR_CAP;
+    for (int t = 0; t < n; t++) {
+        if (gap[t] - reach > limit) break;
+        int32_t j = index[t];
+        double dd = distance2(x, s->centroids + (size_t)j * d, d);
+        if (dd < best || (dd == best && j < best_index)) {
+            best = dd;
+            best_index = j;
+            limit = sqrt(best) * (1.0 + 1e-12);
+        }
+    }
+    /* beyond is at least every listed gap, so this holds after a stop above, and otherwise says whether every
+       unlisted centroid is provably farther */
+    if (!(s->beyond[guess] - reach > limit)) return -1;
+    *dist = best;
+    return best_index;
+}
+
+/* Nearest (lowest index on ties) and second-nearest squared distances, as scan_two gives them, from `guess`
+   outwards; -1 when the guess's list did not settle both (the caller then searches fully). */
+static inline int32_t near_two(const near_t *s, const double *x, int32_t guess, double *first, double *second) {
+    const int d = s->d, n = s->count[guess];
+    double best = distance2(x, s->centroids + (size_t)guess * d, d), next = INFINITY, limit = INFINITY;
+    int32_t best_index = guess;
+    const double reach = sqrt(best) * (1.0 + 1e-12);
+    const int32_t *index = s->index + (size_t)guess * NEAR_CAP;
+    const double *gap = s->gap + (size_t)guess * NEAR_CAP;
+    for (int t = 0; t < n; t++) {
+        if (gap[t] - reach > limit) break;
+        int32_t j = index[t];
+        double dd = distance2(x, s->centroids + (size_t)j * d, d);
+        if (dd < best || (dd == best && j < best_index)) {
+            next = best;
+            best = dd;
+            best_index = j;
+            limit = sqrt(next) * (1.0 + 1e-12);
+        } else if (dd < next) {
+            next = dd;
+            limit = sqrt(next) * (1.0 + 1e-12);
+        }
+    }
+    if (!(s->beyond[guess] - reach > limit)) return -1; /* an unlisted one might be nearer than the second */
+    *first = best;
+    *second = next;
+    return best_index;
+}
+
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t min_bytes, const char *name) {
     if (PyObject_GetBuffer(obj, view, (writable ? PyBUF_WRITABLE : 0) | PyBUF_C_CONTIGUOUS) < 0) return -1;
     if (view->len < min_bytes) {
@@ -449,6 +616,7 @@ static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t m
 typedef struct {
     const grid_t *grid; /* one of grid and slab */
     const slab_t *slab;
+    const near_t *near; /* or NULL: searches from the guess by its neighbours first */
     const double *x;
     const int32_t *hints;
     int32_t *out;
@@ -469,7 +637,10 @@ static void nearest_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part)
     for (Py_ssize_t i = begin; i < end; i++) {
         double dd;
         int32_t guess = hints ? hints[i] : previous;
-        previous = slab ? slab_nearest(slab, x + i * d, &dd, guess) : grid_nearest(grid, x + i * d, &dd, guess);
+        int32_t found = job->near && guess >= 0 && guess < job->near->k ? near_one(job->near, x + i * d, &dd, guess) : -1;
+        if (found < 0)
+            found = slab ? slab_nearest(slab, x + i * d, &dd, guess) : grid_nearest(grid, x + i * d, &dd, guess);
+        previous = found;
         out[i] = previous;
         if (out_dist) out_dist[i] = dd;
     }
@@ -507,10 +678,14 @@ static PyObject *py_nearest(PyObject *self, PyObject *args) {
     const int32_t *hints = with_hint ? (const int32_t *)hint.buf : NULL;
     int32_t *out = (int32_t *)labels.buf;
     double *out_dist = with_dist ? (double *)dist.buf : NULL;
-    nearest_job job = {use_slab ? NULL : &s, use_slab ? &slab : NULL, x, hints, out, out_dist, d};
+    near_t near;
+    int use_near = k >= NEAR_MIN_K && k <= NEAR_MAX_K && n >= (Py_ssize_t)k * NEAR_POINTS_PER_K &&
+                   near_init(&near, (const double *)cent.buf, k, d, threads) == 0;
+    nearest_job job = {use_slab ? NULL : &s, use_slab ? &slab : NULL, use_near ? &near : NULL, x, hints, out, out_dist, d};
     Py_BEGIN_ALLOW_THREADS
     parallel_for(nearest_range, &job, n, parts_for(n, threads));
     Py_END_ALLOW_THREADS
+    if (use_near) near_free(&near);
     if (use_slab)
         slab_free(&slab);
     else
@@ -578,6 +753,8 @@ static inline int32_t scan_two(const double *x, const double *c, int k, int d, d
 typedef struct {
     const double *x, *c;
     const slab_t *slab; /* NULL: full scans */
+    const near_t *near; /* or NULL: rescans start from the point's last label (the first round's from the point
+                           before it) and its neighbours */
     int32_t *lab;
     double *up, *low, *out;
     const double *moved, *half_gap;
@@ -626,7 +803,9 @@ static void hamerly_range(void *ctx, Py_ssize_t begin, Py_ssize_t end, int part)
             }
         }
         double first, second;
-        lab[i] = slab ? slab_two(slab, xi, &first, &second) : scan_two(xi, c, k, d, &first, &second);
+        int32_t guess = moved ? lab[i] : i > begin ? lab[i - 1] : 0;
+        int32_t found = job->near && guess >= 0 && guess < k ? near_two(job->near, xi, guess, &first, &second) : -1;
+        lab[i] = found >= 0 ? found : slab ? slab_two(slab, xi, &first, &second) : scan_two(xi, c, k, d, &first, &second);
         up[i] = sqrt(first) * (1.0 + 1e-12);
         low[i] = sqrt(second) * (1.0 - 1e-12);
         out[i] = first;
@@ -720,10 +899,15 @@ static PyObject *py_hamerly(PyObject *self, PyObject *args) {
         }
     slab_t slab;
     int use_slab = k >= SLAB_TWO_MIN_K && k <= SLAB_MAX_K && slab_init(&slab, c, k, d) == 0;
-    hamerly_job job = {x, c, use_slab ? &slab : NULL, lab, up, low, out, moved, half_gap, max1, max2, arg1, k, d, {0}};
+    near_t near;
+    int use_near = k >= NEAR_MIN_K && k <= NEAR_MAX_K && n >= (Py_ssize_t)k * NEAR_POINTS_PER_K &&
+                   near_init(&near, c, k, d, threads) == 0;
+    hamerly_job job = {x, c, use_slab ? &slab : NULL, use_near ? &near : NULL, lab, up, low, out, moved, half_gap,
+                       max1, max2, arg1, k, d, {0}};
     int parts = parts_of_at_least(n, threads, HAMERLY_BLOCK);
     parallel_for_blocks(hamerly_range, &job, n, parts, HAMERLY_BLOCK);
     if (use_slab) slab_free(&slab);
+    if (use_near) near_free(&near);
     for (int t = 0; t < parts; t++) rescanned += job.rescanned[t];
     if (accumulate) {
         const double *w = (const double *)wbuf.buf;

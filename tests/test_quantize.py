@@ -154,6 +154,44 @@ def test_nearest_c_matches_brute_force() -> None:
     assert np.array_equal(labels, ref_labels) and np.array_equal(dist, ref_dist)
 
 
+def _neighbour_cases():
+    """Centroid sets the C searches from a likely centroid (its listed neighbours) meet: spread, bunched (more
+    than a list holds within reach), duplicated (exact ties) and points far outside them (the full search)."""
+    rng = np.random.default_rng(11)
+    spread = rng.uniform(0, 255, (256, 3))
+    bunched = np.vstack([rng.normal(128, 2.0, (200, 3)), rng.uniform(0, 255, (56, 3))])
+    duplicated = np.vstack([np.round(rng.uniform(0, 255, (40, 3))), np.round(rng.uniform(0, 255, (40, 3)))])
+    duplicated = np.vstack([duplicated, duplicated[:20]])
+    rgba = rng.uniform(0, 255, (64, 4))
+    return {"spread": spread, "bunched": bunched, "duplicated": duplicated, "rgba": rgba}
+
+
+@pytest.mark.parametrize("case", ["spread", "bunched", "duplicated", "rgba"])
+def test_nearest_from_a_likely_centroid_matches_brute_force(case: str) -> None:
+    """fastpath's searches from a likely answer (the previous point's, a hint, or Hamerly's last label) stop
+    by the triangle inequality; their answers, ties included, must be the brute-force ones."""
+    centroids = _neighbour_cases()[case]
+    k, dims = centroids.shape
+    rng = np.random.default_rng(k)
+    near = centroids[rng.integers(0, k, 6000)] + rng.normal(0, 3, (6000, dims))
+    on = np.repeat(centroids, 3, axis=0)  # exactly on a centroid (and on its duplicates)
+    far = rng.uniform(-600, 900, (2000, dims))  # outside every list's reach: the full search
+    points = np.vstack([near, on, far, np.round(near)])
+    ref_labels, ref_dist = fastpath.nearest(points, centroids, use_c=False)
+    for hint in (None, rng.integers(0, k, len(points)), ref_labels[::-1].copy()):
+        labels, dist = fastpath.nearest(points, centroids, hint=hint)
+        assert np.array_equal(labels, ref_labels) and np.array_equal(dist, ref_dist)
+    weights = rng.integers(1, 9, len(points)).astype(np.float64)
+    assigner = fastpath.BoundedAssigner(points)
+    moving = centroids.copy()
+    for _ in range(4):  # first round from the previous point's label, then rescans from each point's last one
+        labels, dist, sums, totals = assigner.assign(moving, weights)
+        ref_labels, ref_dist = fastpath.nearest(points, moving, use_c=False)
+        assert np.array_equal(labels, ref_labels) and np.array_equal(dist, ref_dist)
+        assert np.array_equal(totals, np.bincount(ref_labels, weights=weights, minlength=k))
+        moving = moving + rng.normal(0, 4, moving.shape)
+
+
 @pytest.mark.parametrize("bad", [dict(k=0), dict(k=65537), dict(engine="x"), dict(space="hsv"), dict(speed=0),
                                  dict(speed=11), dict(dither=1.5)])
 def test_bad_options_are_kmq_errors(china: np.ndarray, bad: dict) -> None:
