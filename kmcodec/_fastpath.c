@@ -547,40 +547,16 @@ static void near_free(near_t *s) {
     free(s->beyond);
 }
 
-/* The nearest centroid (lowest index on ties) and its squared distance, from `guess` (0 <= guess < k) outwards;
-   -1 when the search ran past the guess's list without settling (the caller then searches fully). */
-static inline int32_t near_one(const near_t *s, const double *x, double *dist, int32_t guess) {
+/* The nearest centroid (lowest index on ties) and its squared distance in *first, from `guess` (0 <= guess < k)
+   outwards, and with `two` the second-nearest squared distance in *second, as scan_two gives them; -1 when the
+   guess's list did not settle them (the caller then searches fully). */
+static inline __attribute__((always_inline)) int32_t near_search(const near_t *s, const double *x, int32_t guess,
+                                                                 const int two, double *first, double *second) {
     const int d = s->d, n = s->count[guess];
-    double best = distance2(x, s->centroids + (size_t)guess * d, d);
+    double best = distance2(x, s->centroids + (size_t)guess * d, d), next = INFINITY;
     int32_t best_index = guess;
     const double reach = sqrt(best) * (1.0 + 1e-12); /* d(x, guess), rounded up */
-    double limit = reach;                              /* sqrt(best), rounded up */
-    const int32_t *index = s->index + (size_t)guess * NEAR_CAP;
-    const double *gap = s->gap + (size_t)guess * NEAR_CAP;
-    for (int t = 0; t < n; t++) {
-        if (gap[t] - reach > limit) break;
-        int32_t j = index[t];
-        double dd = distance2(x, s->centroids + (size_t)j * d, d);
-        if (dd < best || (dd == best && j < best_index)) {
-            best = dd;
-            best_index = j;
-            limit = sqrt(best) * (1.0 + 1e-12);
-        }
-    }
-    /* beyond is at least every listed gap, so this holds after a stop above, and otherwise says whether every
-       unlisted centroid is provably farther */
-    if (!(s->beyond[guess] - reach > limit)) return -1;
-    *dist = best;
-    return best_index;
-}
-
-/* Nearest (lowest index on ties) and second-nearest squared distances, as scan_two gives them, from `guess`
-   outwards; -1 when the guess's list did not settle both (the caller then searches fully). */
-static inline int32_t near_two(const near_t *s, const double *x, int32_t guess, double *first, double *second) {
-    const int d = s->d, n = s->count[guess];
-    double best = distance2(x, s->centroids + (size_t)guess * d, d), next = INFINITY, limit = INFINITY;
-    int32_t best_index = guess;
-    const double reach = sqrt(best) * (1.0 + 1e-12);
+    double limit = two ? INFINITY : reach;             /* sqrt of the distance to beat (second or best), rounded up */
     const int32_t *index = s->index + (size_t)guess * NEAR_CAP;
     const double *gap = s->gap + (size_t)guess * NEAR_CAP;
     for (int t = 0; t < n; t++) {
@@ -591,16 +567,26 @@ static inline int32_t near_two(const near_t *s, const double *x, int32_t guess, 
             next = best;
             best = dd;
             best_index = j;
-            limit = sqrt(next) * (1.0 + 1e-12);
-        } else if (dd < next) {
+            limit = sqrt(two ? next : best) * (1.0 + 1e-12);
+        } else if (two && dd < next) {
             next = dd;
             limit = sqrt(next) * (1.0 + 1e-12);
         }
     }
-    if (!(s->beyond[guess] - reach > limit)) return -1; /* an unlisted one might be nearer than the second */
+    /* beyond is at least every listed gap, so this holds after a stop above, and otherwise says whether every
+       unlisted centroid is provably farther */
+    if (!(s->beyond[guess] - reach > limit)) return -1;
     *first = best;
-    *second = next;
+    if (two) *second = next;
     return best_index;
+}
+
+static inline int32_t near_one(const near_t *s, const double *x, double *dist, int32_t guess) {
+    return near_search(s, x, guess, 0, dist, NULL);
+}
+
+static inline int32_t near_two(const near_t *s, const double *x, int32_t guess, double *first, double *second) {
+    return near_search(s, x, guess, 1, first, second);
 }
 
 static int get_buffer(PyObject *obj, Py_buffer *view, int writable, Py_ssize_t min_bytes, const char *name) {
