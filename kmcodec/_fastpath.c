@@ -860,8 +860,14 @@ static PyObject *py_hamerly(PyObject *self, PyObject *args) {
     double *up = (double *)upper.buf, *low = (double *)lower.buf, *out = (double *)dist.buf;
     const double *moved = have_shift ? (const double *)shift.buf : NULL;
     Py_BEGIN_ALLOW_THREADS
-    /* Half the distance from each centroid to its nearest other centroid (skipped for large k). */
-    if (k <= 4096) {
+    near_t near;
+    int use_near = k >= NEAR_MIN_K && k <= NEAR_MAX_K && n >= (Py_ssize_t)k * NEAR_POINTS_PER_K &&
+                   near_init(&near, c, k, d, threads) == 0;
+    /* Half the distance from each centroid to its nearest other centroid (skipped for large k): the first of its
+       neighbour list when there is one (the same value: that list's gaps are the distances, rounded down alike). */
+    if (use_near) {
+        for (int j = 0; j < k; j++) half_gap[j] = 0.5 * near.gap[(size_t)j * NEAR_CAP];
+    } else if (k <= 4096) {
         for (int j = 0; j < k; j++) half_gap[j] = INFINITY;
         for (int j = 0; j < k; j++)
             for (int q = j + 1; q < k; q++) {
@@ -885,9 +891,6 @@ static PyObject *py_hamerly(PyObject *self, PyObject *args) {
         }
     slab_t slab;
     int use_slab = k >= SLAB_TWO_MIN_K && k <= SLAB_MAX_K && slab_init(&slab, c, k, d) == 0;
-    near_t near;
-    int use_near = k >= NEAR_MIN_K && k <= NEAR_MAX_K && n >= (Py_ssize_t)k * NEAR_POINTS_PER_K &&
-                   near_init(&near, c, k, d, threads) == 0;
     hamerly_job job = {x, c, use_slab ? &slab : NULL, use_near ? &near : NULL, lab, up, low, out, moved, half_gap,
                        max1, max2, arg1, k, d, {0}};
     int parts = parts_of_at_least(n, threads, HAMERLY_BLOCK);
