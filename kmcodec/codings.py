@@ -279,7 +279,6 @@ def _columns_decode(payload: bytes, header: Header, workers: int | None = None) 
     return _decode_band_parts(kernel, parts, header, model, True, workers)
 
 
-
 def _decode_band_parts(kernel, parts: list[tuple[int, int, memoryview]], header: Header, model: int, columns: bool,
                        workers: int | None) -> np.ndarray:
     """The labels of checked bands (banded.split_bands or split_sized_bands), decoded with `model` in parallel
@@ -609,8 +608,9 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
 
     auto always weighs raw (its size is known without packing) and coding 7 (context3_jobs): on small
     images three or four models (context3_models) in both orientations, on larger ones one model in the
-    orientation prefers_columns picks, with the deflate probes beside its bands; a coding-7 payload that coding 4, 5 or 6 can hold (model 4 or 5 in equal bands) is written in
-    that coding, a few bytes shorter (shortest_form). It weighs the standard-library codings where a probe says
+    orientation prefers_columns picks, with the deflate probes beside its bands; a coding-7 payload that
+    coding 4, 5 or 6 can hold (model 4 or 5 in equal bands) is written in that coding, a few bytes shorter
+    (shortest_form). It weighs the standard-library codings where a probe says
     they may win: deflate, and lzma up to AUTO_LZMA_MAX_LABELS labels (see FIRST_PROBE_GATE). Without the
     context kernel it weighs both of those. Codings that do not depend on each other run at once, on all
     cores. Ties go to the lower coding id.
