@@ -523,6 +523,13 @@ AUTO_LZMA_MAX_LABELS = 1 << 19
 #: image) and scales the result up: on 16.8 MP a probe of every label took 0.6-0.9 s, a sample ~50 ms.
 PROBE_LABELS = 1 << 20
 PROBE_BLOCKS = 16
+#: The level-6 probe (the second) compresses half as many labels as the first, in half as many blocks of the
+#: same height (deflate starts each block cold: 16 blocks of half the height overestimated a 4 MP photo by 18 %):
+#: zlib's level 6 takes 15-57 ms over PROBE_LABELS (2-5x level 1), and over half of them its estimate moved by at
+#: most 0.14 of the context payload on the corpus images over 2^21 labels (k = 16, 64, 256), where the rule it
+#: serves compares it with 1.25 and the nearest image is at 1.52.
+SECOND_PROBE_LABELS = PROBE_LABELS // 2
+SECOND_PROBE_BLOCKS = PROBE_BLOCKS // 2
 
 #: On images over AUTO_BOTH_CONTEXTS_MAX_LABELS labels auto codes one banded context coding: context2
 #: (model 5) up to this many label bits, context (model 4) above. On the corpus (tools/bench_size.py) model 5
@@ -582,16 +589,17 @@ def window_sizes(labels: np.ndarray, header: Header, model: int) -> tuple[int, i
     return len(by_rows), len(by_columns), window.size
 
 
-def probe_sample(labels: np.ndarray, header: Header) -> tuple[bytes, float]:
-    """The label bytes a deflate probe compresses (every label, or row blocks spread over the image) and the
-    factor that scales a compressed size of them up to the whole image."""
+def probe_sample(labels: np.ndarray, header: Header, labels_wanted: int = PROBE_LABELS,
+                 blocks: int = PROBE_BLOCKS) -> tuple[bytes, float]:
+    """The label bytes a deflate probe compresses (every label, or about `labels_wanted` in `blocks` row blocks
+    spread over the image) and the factor that scales a compressed size of them up to the whole image."""
     width, height = header.width, header.height
-    rows_wanted = max(1, PROBE_LABELS // width)
+    rows_wanted = max(1, labels_wanted // width)
     if rows_wanted * 2 > height:
         return label_bytes(labels, header.label_bits), 1.0
     grid = np.asarray(labels).reshape(height, width)
-    block = max(1, rows_wanted // PROBE_BLOCKS)
-    starts = np.linspace(0, height - block, PROBE_BLOCKS).astype(int)
+    block = max(1, rows_wanted // blocks)
+    starts = np.linspace(0, height - block, blocks).astype(int)
     sample = np.concatenate([grid[start : start + block] for start in starts])
     return label_bytes(sample, header.label_bits), height / sample.shape[0]
 
@@ -601,6 +609,12 @@ def deflate_probe(labels: np.ndarray, header: Header, level: int = PROBE_LEVEL,
     """A quick estimate of deflate's size: `level` over probe_sample's bytes (pass them to reuse them), scaled up."""
     data, scale = probe_sample(labels, header) if sample is None else sample
     return len(zlib.compress(data, level)) * scale
+
+
+def second_probe_size(labels: np.ndarray, header: Header) -> float:
+    """auto's second estimate of deflate's size: level PROBE_LEVEL over a sample of SECOND_PROBE_LABELS labels."""
+    sample = probe_sample(labels, header, SECOND_PROBE_LABELS, SECOND_PROBE_BLOCKS)
+    return deflate_probe(labels, header, PROBE_LEVEL, sample)
 
 
 def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Coding, bytes]:
@@ -641,7 +655,7 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
                 wrong)."""
                 first = probe()
                 wanted = not small and first < FIRST_PROBE_GATE * estimate
-                return first, deflate_probe(labels, header, PROBE_LEVEL, sample) if wanted else None
+                return first, second_probe_size(labels, header) if wanted else None
 
             payload, (first_probe, second_probe) = _at_once([job, probes])
             payloads = [payload]
@@ -649,7 +663,7 @@ def encode_labels(labels: np.ndarray, header: Header, coding: str) -> tuple[Codi
         context = len(min(payloads, key=len))
 
         def second() -> float:
-            return deflate_probe(labels, header, PROBE_LEVEL, sample) if second_probe is None else second_probe
+            return second_probe_size(labels, header) if second_probe is None else second_probe
 
         if first_probe >= FIRST_PROBE_GATE * context or (not small and second() >= DEFLATE_WORTH_TRYING * context):
             later = []

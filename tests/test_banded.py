@@ -216,6 +216,8 @@ def test_damaged_banded_payloads_decode_or_raise_coding(three_bands, data) -> No
 
 
 def test_auto_deflate_probe_samples_large_images_within_ten_percent(gnome_4mp_labels) -> None:
+    """Both of auto's level-6 estimates, over PROBE_LABELS and over the second probe's smaller sample, come within
+    10 % of deflating every label, and the smaller one really is a sample."""
     import zlib
 
     _, labels = gnome_4mp_labels
@@ -223,3 +225,6 @@ def test_auto_deflate_probe_samples_large_images_within_ten_percent(gnome_4mp_la
     assert labels.shape[0] >= 2 * codings.PROBE_LABELS // labels.shape[1]  # large enough to be sampled
     full = len(zlib.compress(labels.tobytes(), codings.PROBE_LEVEL))
     assert abs(codings.deflate_probe(labels.reshape(-1), header) / full - 1) < 0.10
+    sample, scale = codings.probe_sample(labels.reshape(-1), header, codings.SECOND_PROBE_LABELS)
+    assert len(sample) <= codings.SECOND_PROBE_LABELS and scale >= labels.size / codings.SECOND_PROBE_LABELS
+    assert abs(codings.second_probe_size(labels.reshape(-1), header) / full - 1) < 0.10
