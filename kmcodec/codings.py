@@ -558,11 +558,13 @@ def _models_for(header: Header) -> tuple[int, ...]:
 
 #: On images over AUTO_BOTH_CONTEXTS_MAX_LABELS auto codes one orientation, rows (coding 4 or 5) or columns
 #: (coding 6): the one that codes a centred window of the image smaller, a window of a 16th of the image and at
-#: most this many labels, coded both ways on two cores (13 ms on a 4 MP photo at k = 64). On the corpus the window
-#: picked the smaller orientation wherever the two differ by more than 1 % (wood, coffee and pixels-l, where
-#: columns are 2-5 % smaller, and grid, where rows are 1-2 % smaller); where it picked wrong, they were within
-#: 0.9 %. Small images code both orientations and keep the smaller.
-ORIENTATION_SAMPLE_LABELS = 1 << 18
+#: most this many labels, coded both ways on two cores (11 ms on a 4 MP photo at k = 64, 24 ms on pixels-l at
+#: k = 256; 18-22 and 46 ms with a window of 2^18). On the corpus the window picked the smaller orientation
+#: wherever the two differ by more than 1 % (wood, coffee and pixels-l, where columns are 2-5 % smaller, and grid,
+#: where rows are 1-2 % smaller); where it picked wrong, they were within 0.9 %. A window of 2^17 labels (was 2^18)
+#: picks as 2^18 and 2^16 do on every corpus image over 2^21 labels at k = 16, 64 and 256. Small images code both
+#: orientations and keep the smaller.
+ORIENTATION_SAMPLE_LABELS = 1 << 17
 ORIENTATION_SAMPLE_FRACTION = 16
 
 
