@@ -257,6 +257,7 @@ typedef struct {
     uint8_t *coded;                 /* vector encoder: which depths of each label's walk are coded */
     int32_t lane_weights[4][MIX_INPUTS][8] __attribute__((aligned(32))); /* vector encoder: tree_weights[d][q][i]
                                        at [q][i][d], so that one load holds an input's weights at every depth */
+    uint8_t *above;                 /* above_row's output for the row being coded (2 x width bytes) */
     Bit *memory;
     void *block;                    /* what malloc returned for memory (which is aligned to 64 bytes) */
 } Model;
@@ -290,6 +291,7 @@ static int model_init(Model *m, int bits, int model) {
     m->apm = NULL;
     m->path = NULL;
     m->coded = NULL;
+    m->above = NULL;
     if (!m->block) return -1;
     m->memory = (Bit *)(((uintptr_t)m->block + 63) & ~(uintptr_t)63); /* every table below starts a cache line */
     m->pair = m->memory;
@@ -336,6 +338,7 @@ static int model_init(Model *m, int bits, int model) {
 }
 
 static void model_free(Model *m) {
+    free(m->above);
     free(m->path);
     free(m->coded);
     free(m->block);
@@ -717,35 +720,79 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
         }                                                                                                  \
     } while (0)
 
-/* Walk the image in row-major order with the neighbours and pattern of spec 5.2.2 (and model 4's runs). */
+/* The parts of spec 5.2.2's pattern and model 4's runs that depend only on the two rows above a pixel, for a whole
+   row before it is coded: in `bits`, bits 2, 3, 5 and 6 of the pattern ((N == NE), (N == NW), (N == NN),
+   (NW == NE)); in `count`, how many of up[x .. x+7] equal up[x] in a row (the `above` of a pixel whose W is N).
+   In the first row, where N, NW, NE and NN are all W, the four bits are set and the count is 0 (above is 0
+   there). The inner pixels, whose NW, NE and up[x+7] exist, take branch-free loops that the compiler vectorizes
+   (about 4 instructions a pixel); the row's two ends take the general path. Per pixel, the walk then does about
+   30 instructions less than when it computed these itself: decoding 6-10 % faster at k = 64 (models 4-6). */
+#define DEFINE_ABOVE_ROW(NAME, T)                                                                                  \
+static void NAME(const T *up, const T *up2, size_t width, uint8_t *bits, uint8_t *count) {                         \
+    if (!up) {                                                                                                     \
+        memset(bits, 0x6C, width);                                                                                 \
+        memset(count, 0, width);                                                                                   \
+        return;                                                                                                    \
+    }                                                                                                              \
+    size_t inner_end = width > 8 ? width - 7 : 1; /* 1 <= x < inner_end: up[x - 1 .. x + 7] all exist */         \
+    for (size_t x = 0; x < width; x++) {                                                                           \
+        if (x == 1) x = inner_end > 1 ? inner_end : 1;                                                             \
+        if (x >= width) break;                                                                                     \
+        uint32_t N = up[x], NW = x ? up[x - 1] : N, NE = x + 1 < width ? up[x + 1] : N, NN = up2 ? up2[x] : N;     \
+        uint32_t run = 1;                                                                                          \
+        while (run < 8 && x + run < width && up[x + run] == N) run++;                                              \
+        bits[x] = (uint8_t)((N == NE) << 2 | (N == NW) << 3 | (N == NN) << 5 | (NW == NE) << 6);                   \
+        count[x] = (uint8_t)run;                                                                                   \
+    }                                                                                                              \
+    for (size_t x = 1; x < inner_end; x++) {                                                                       \
+        uint8_t e = 1, run = 1;                                                                                    \
+        for (int j = 1; j < 8; j++) { e &= up[x + j] == up[x]; run += e; }                                         \
+        count[x] = run;                                                                                            \
+    }                                                                                                              \
+    if (up2)                                                                                                       \
+        for (size_t x = 1; x < inner_end; x++)                                                                     \
+            bits[x] = (uint8_t)((up[x] == up[x + 1]) << 2 | (up[x] == up[x - 1]) << 3 | (up[x] == up2[x]) << 5     \
+                                | (up[x - 1] == up[x + 1]) << 6);                                                  \
+    else                                                                                                           \
+        for (size_t x = 1; x < inner_end; x++)                                                                     \
+            bits[x] = (uint8_t)((up[x] == up[x + 1]) << 2 | (up[x] == up[x - 1]) << 3 | 1 << 5                     \
+                                | (up[x - 1] == up[x + 1]) << 6);                                                  \
+}
+DEFINE_ABOVE_ROW(above_row_u8, uint8_t)
+DEFINE_ABOVE_ROW(above_row_u16, uint16_t)
+
+/* Walk the image in row-major order with the neighbours and pattern of spec 5.2.2 (and model 4's runs). The
+   neighbours are those READ_NEIGHBOURS reads, carried along the row instead of read again: W is the label just
+   coded, NW the last N and N the last NE, so a pixel reads only NE; what depends on the rows above alone comes
+   from above_row. */
 #define DEFINE_WALK(NAME, ENC, T, MODEL, VECTOR, ATTRIBUTES)                                              \
 static ATTRIBUTES void NAME(Coder *c, Model *m, T *labels, size_t width, size_t height, uint32_t k, int bits) {      \
     int shift = bits > 8 ? bits - 8 : 0;                                                                   \
+    uint8_t *bits_above = m->above, *count_above = m->above + width;                                       \
     for (size_t y = 0; y < height; y++) {                                                                  \
         T *row = labels + y * width;                                                                       \
         const T *up = y ? row - width : NULL;                                                              \
-        const T *up2 = y > 1 ? row - 2 * width : NULL;                                                     \
+        if (sizeof(T) > 1)                                                                                 \
+            above_row_u16((const uint16_t *)up, (const uint16_t *)(y > 1 ? row - 2 * width : NULL), width,  \
+                          bits_above, count_above);                                                        \
+        else                                                                                               \
+            above_row_u8((const uint8_t *)up, (const uint8_t *)(y > 1 ? row - 2 * width : NULL), width,     \
+                         bits_above, count_above);                                                         \
         uint32_t kind = 0, run = 0;                                                                        \
-        size_t next_change = 0; /* model 4: the first x' > (a pixel) where the row above changes label */  \
+        /* x = 0: a missing left neighbour is N (0 in the first row, where N, NW and NE are W) */          \
+        uint32_t N = up ? up[0] : 0, W = N, NW = N, WW = N;                                                \
         for (size_t x = 0; x < width; x++) {                                                               \
-            uint32_t W, N, NW, NE, WW, NN;                                                                 \
-            READ_NEIGHBOURS(row, up, x, width, W, N, NW, NE);                                              \
-            WW = x > 1 ? row[x - 2] : W;                                                                   \
-            NN = up2 ? up2[x] : N;                                                                         \
-            uint32_t pattern = (uint32_t)(W == N) | (uint32_t)(W == NW) << 1 | (uint32_t)(N == NE) << 2    \
-                | (uint32_t)(N == NW) << 3 | (uint32_t)(W == WW) << 4 | (uint32_t)(N == NN) << 5           \
-                | (uint32_t)(NW == NE) << 6 | (uint32_t)(W == NE) << 7 | kind << 8;                        \
+            uint32_t NE;                                                                                   \
+            if (up) {                                                                                      \
+                NE = x + 1 < width ? up[x + 1] : N;                                                        \
+            } else {                                                                                       \
+                N = NW = NE = W;                                                                           \
+            }                                                                                              \
+            uint32_t pattern = (uint32_t)(W == N) | (uint32_t)(W == NW) << 1 | (uint32_t)(W == WW) << 4    \
+                | (uint32_t)(W == NE) << 7 | bits_above[x] | kind << 8;                                    \
             uint32_t runs = 0;                                                                             \
             if (MODEL >= 4) {                                                                              \
-                /* above: how many of up[x .. x+7] equal W, counted from up[x] (= N) */                  \
-                uint32_t above = 0;                                                                        \
-                if (up && N == W) {                                                                        \
-                    if (next_change <= x) {                                                                \
-                        next_change = x + 1;                                                               \
-                        while (next_change < width && up[next_change] == up[x]) next_change++;             \
-                    }                                                                                      \
-                    above = next_change - x < 8 ? (uint32_t)(next_change - x) : 8;                        \
-                }                                                                                          \
+                uint32_t above = N == W ? count_above[x] : 0; /* how many of up[x .. x+7] equal W */      \
                 runs = ((above * 16 + (run < 15 ? run : 15)) << 8) | (pattern & 255);                      \
             }                                                                                              \
             uint32_t s = code_pixel(ENC, MODEL, VECTOR, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k,    \
@@ -758,6 +805,10 @@ static ATTRIBUTES void NAME(Coder *c, Model *m, T *labels, size_t width, size_t 
             }                                                                                              \
             kind = s == W ? 0 : s == N ? 1 : (s == NW || s == NE) ? 2 : 3;                                 \
             run = x > 0 && s == W ? run + 1 : 1;                                                           \
+            WW = x ? W : s; /* the next pixel's: row[x - 1], or its own W at x = 1 */                     \
+            W = s;                                                                                         \
+            NW = N;                                                                                        \
+            N = NE;                                                                                        \
         }                                                                                                  \
     }                                                                                                      \
 }
@@ -895,6 +946,12 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_NoMemory();
         goto done;
     }
+    m.above = malloc(2 * (size_t)width);
+    if (!m.above) {
+        model_free(&m);
+        PyErr_NoMemory();
+        goto done;
+    }
     Walk walk = walk_of(1, model, buf.itemsize);
 #ifdef VECTOR_ENCODER
     if (vector && model != 3 && buf.itemsize == 1 && vector_encoder_available()) {
@@ -957,6 +1014,12 @@ static PyObject *py_decode(PyObject *self, PyObject *args, PyObject *kwargs) {
     }
     for (int i = 0; i < 4; i++) c.code = (c.code << 8) | next_byte(&c);
     if (model_init(&m, bits, model == 7 ? 4 : model) < 0) { /* model 7 has model 4's tables */
+        PyErr_NoMemory();
+        goto done;
+    }
+    m.above = malloc(2 * (size_t)width);
+    if (!m.above) {
+        model_free(&m);
         PyErr_NoMemory();
         goto done;
     }
