@@ -225,6 +225,7 @@ def test_auto_deflate_probe_samples_large_images_within_ten_percent(gnome_4mp_la
     assert labels.shape[0] >= 2 * codings.PROBE_LABELS // labels.shape[1]  # large enough to be sampled
     full = len(zlib.compress(labels.tobytes(), codings.PROBE_LEVEL))
     assert abs(codings.deflate_probe(labels.reshape(-1), header) / full - 1) < 0.10
-    sample, scale = codings.probe_sample(labels.reshape(-1), header, codings.SECOND_PROBE_LABELS)
+    sample, scale = codings.probe_sample(labels.reshape(-1), header, codings.SECOND_PROBE_LABELS,
+                                         codings.SECOND_PROBE_BLOCKS)
     assert len(sample) <= codings.SECOND_PROBE_LABELS and scale >= labels.size / codings.SECOND_PROBE_LABELS
     assert abs(codings.second_probe_size(labels.reshape(-1), header) / full - 1) < 0.10

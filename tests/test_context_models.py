@@ -83,6 +83,26 @@ def test_reference_decoder_written_from_the_spec_agrees_with_the_kernel(china: n
         decode_context(payload + b"\x00", width, height, k, model=model)
 
 
+@pytest.mark.parametrize("model, k", [(3, 5), (4, 5), (5, 5), (6, 5), (7, 5), (4, 300), (7, 300)])
+def test_reference_agrees_at_every_narrow_width(model: int, k: int) -> None:
+    """Widths 1 to 12, with runs of one label longer than 8 and a row repeating the one above: the kernel takes
+    what the rows above give each pixel (four pattern bits, the run count above) from a pass over the row before it
+    (the row's ends by a general path, its inner pixels, from width 9 up, by a vectorized one) and carries W, NW and
+    N along the row; the reference reads every neighbour. They must agree at every width, both label widths."""
+    rng = np.random.default_rng(model * 1000 + k)
+    dtype = label_dtype(label_bits(k))
+    for width in range(1, 13):
+        height = 64
+        labels = rng.integers(0, k, (height, width))
+        labels[rng.random((height, width)) < 0.6] = 0
+        labels[3] = labels[2]
+        labels[10:, :] = k - 1  # rows of one label: the count above, 8 inside, falls to 1 at the row's end
+        labels = labels.astype(dtype)
+        payload = encode(labels, k, model)
+        assert decode_context(payload, width, height, k, model=model) == labels.reshape(-1).tolist(), width
+        assert np.array_equal(decode(payload, labels.shape, k, dtype, model), labels), width
+
+
 @pytest.mark.parametrize("model, k", [(4, 16), (5, 64)])
 def test_reference_agrees_on_a_gnome_background_crop_with_long_runs(model: int, k: int) -> None:
     """Wide flat areas exercise the run contexts (above = 8, run >= 15) and the APM's extreme buckets."""
