@@ -103,7 +103,8 @@ def _split_paths(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     }
     batch_only = [flag for flag, value in given.items() if value]
     if batch_only:
-        parser.error(f"{args.command}: {', '.join(batch_only)} need -d OUTDIR (batch mode)")
+        verb = "needs" if len(batch_only) == 1 else "need"
+        parser.error(f"{args.command}: {', '.join(batch_only)} {verb} -d OUTDIR (batch mode)")
     if len(args.paths) != 2:
         parser.error(f"{args.command}: give IN OUT, or inputs with -d OUTDIR (got {len(args.paths)} paths)")
     args.input, args.output = args.paths

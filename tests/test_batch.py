@@ -137,6 +137,20 @@ def test_usage_errors_exit_2(argv, capsys):
     assert exit_info.value.code == 2
 
 
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["decode", "a.kmq", "a.png", "--format", "webp"], "decode: --format needs -d OUTDIR (batch mode)"),
+        (["encode", "a.png", "a.kmq", "-k", "4", "-r", "-j", "2"], "encode: --recursive, --jobs need -d OUTDIR"),
+    ],
+)
+def test_batch_only_options_without_outdir_are_named(argv, message, capsys):
+    """The usage error names the batch-only options given, in a sentence that reads right for one or several."""
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
 def _run_decode_batch(kmq: Path, out: Path, stderr_tty: bool) -> tuple[int, bytes, str]:
     """Run the real command in a child process, with stderr on a pseudo-terminal or on a pipe."""
     argv = [sys.executable, "-m", "kmcodec", "decode", str(kmq), "-r", "-d", str(out), "-j", "1"]
