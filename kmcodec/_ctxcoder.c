@@ -15,11 +15,13 @@
  *
  * Python interface (model 3, the default, is coding 3's model; models 4 and 5 code one band of codings 4 and 5,
  * models 6 (k <= 256) and 7 one band of coding 7, which may also use models 4 and 5):
- *   encode(labels, width, height, k, model=3, vector=True) -> bytes
+ *   encode(labels, width, height, k, model=3, vector=True, tight_buffer=False) -> bytes
  *       labels: a C-contiguous buffer of width*height unsigned labels < k, itemsize 1 or 2 (a label >= k raises
  *       ValueError before anything is coded).
  *       vector: code the tree walks of models 4 to 7 (labels of 1 byte) with AVX2 when the CPU has it
  *       (VECTOR_ENCODER says whether it does); the bytes are the same either way.
+ *       tight_buffer (for tests): grow the output before each pixel to exactly the room PIXEL_BYTES_MAX promises,
+ *       instead of doubling it, so that a pixel shifting out more raises MemoryError; the bytes are the same.
  *   decode(payload, width, height, k, out, model=3) -> None
  *       out: a writable C-contiguous buffer for width*height labels, itemsize 1 or 2.
  *       Raises ValueError if the payload ends early or has bytes left over, or if model is not
@@ -122,21 +124,47 @@ typedef struct {
     uint8_t *out;
     size_t out_len, out_cap;
     int oom;
+    int tight;          /* tests: reserve exactly what a pixel may need, so that a bound too low cannot pass unseen */
     uint32_t code;      /* decoder */
     const uint8_t *in;
     size_t in_len, in_pos;
     int underrun;       /* the decoder needed a byte past the end of the payload */
 } Coder;
 
+/* More bytes than one pixel's code_bit calls can shift out beyond the pending carry run: a bit leaves at least
+   1/65536 of a range of at least 2^24 (a tree model past depth 8 is unclamped), so it shifts out at most 2 bytes,
+   and a pixel codes at most 4 questions and 16 tree bits (model 6: 7 climbing questions and 8 tree bits). */
+#define PIXEL_BYTES_MAX 128
+
+/* Make room for the pending carry run (cache_size bytes) and `more` bytes after it, so that put_byte never grows
+   the buffer: the coding loops then call no function and keep their vector registers (a call would spill them
+   all to the stack on every escaped label). Returns -1 (and sets oom) when the memory is not there. */
+static __attribute__((noinline)) int reserve(Coder *c, size_t more) {
+    if (c->oom) return -1;
+    if (c->cache_size > SIZE_MAX / 2 - more || c->out_len > SIZE_MAX / 2 - more - c->cache_size) {
+        c->oom = 1;
+        return -1;
+    }
+    size_t need = c->out_len + c->cache_size + more, cap = c->out_cap ? c->out_cap : 65536;
+    if (need <= c->out_cap && !c->tight) return 0;
+    if (c->tight)
+        cap = need;
+    while (cap < need) cap *= 2;
+    uint8_t *grown = (uint8_t *)realloc(c->out, cap);
+    if (!grown) { c->oom = 1; return -1; }
+    c->out = grown;
+    c->out_cap = cap;
+    return 0;
+}
+
+/* Whether `more` bytes (after the pending carry run) fit without reserve. */
+static inline int has_room(const Coder *c, size_t more) {
+    return c->out_cap - c->out_len > c->cache_size + more;
+}
+
 static inline void put_byte(Coder *c, uint8_t byte) {
     if (c->skip_first) { c->skip_first = 0; return; }
-    if (c->out_len == c->out_cap) {
-        size_t cap = c->out_cap ? c->out_cap * 2 : 65536;
-        uint8_t *grown = (uint8_t *)realloc(c->out, cap);
-        if (!grown) { c->oom = 1; return; }
-        c->out = grown;
-        c->out_cap = cap;
-    }
+    if (c->out_len == c->out_cap) { c->oom = 1; return; } /* never: the walks reserve room before each pixel */
     c->out[c->out_len++] = byte;
 }
 
@@ -567,6 +595,19 @@ static inline __attribute__((always_inline)) void learn_span(Model *m, uint32_t 
     m->span[W] = (uint16_t)(m->span[W] + floor_shift32(16 * height - (int32_t)m->span[W], M6_SPAN_RATE));
 }
 
+/* Model 7's list of the distinct neighbours, in the order W, N, NW, NE (has_n: N is not W; has_nw: NW is neither). */
+static inline __attribute__((always_inline)) void distinct_neighbours(
+    uint32_t distinct[4], uint32_t W, uint32_t N, uint32_t NW, uint32_t NE, int has_n, int has_nw)
+{
+    int place = 1;
+    distinct[0] = W;
+    distinct[place] = N;
+    place += has_n;
+    distinct[place] = NW;
+    place += has_nw;
+    distinct[place] = NE;
+}
+
 /* Code one label (ENC: `value` is the label; decoding: `value` is ignored); returns the label.
    `runs` is the run context of models 4 and 5 (ignored by model 3). */
 static inline __attribute__((always_inline)) uint32_t code_pixel(
@@ -602,16 +643,20 @@ static inline __attribute__((always_inline)) uint32_t code_pixel(
                (questions 0, 1, 2 by the neighbour's place among them): an image whose labels are mostly none of
                their neighbours takes one decision where model 4 asks up to four */
             uint32_t distinct[4] = {W, 0, 0, 0};
-            int count = 1;
-            if (N != W) distinct[count++] = N;
-            if (NW != W && NW != N) distinct[count++] = NW;
-            if (NE != W && NE != N && NE != NW) distinct[count++] = NE;
-            int among = 0;
-            if (ENC)
-                for (int i = 0; i < count; i++) among |= value == distinct[i];
+            const int has_n = N != W, has_nw = NW != W && NW != N;
+            int count = 1, among = 0;
+            if (ENC) { /* the encoder makes the list only when the label is one of them */
+                count += has_n + has_nw + (NE != W && NE != N && NE != NW);
+                among = value == W || value == N || value == NW || value == NE;
+            } else { /* the decoder before the answer, off its chain */
+                if (has_n) distinct[count++] = N;
+                if (has_nw) distinct[count++] = NW;
+                if (NE != W && NE != N && NE != NW) distinct[count++] = NE;
+            }
             questions = count; /* the tree's weights: as in model 4, by the number of distinct neighbours */
             if (code_question(ENC, c, &m->same[3][pattern], pair + 3, diag + 3, run + 3, w[3], m->apm[pattern][3],
                               among)) {
+                if (ENC) distinct_neighbours(distinct, W, N, NW, NE, has_n, has_nw);
                 for (int i = 0; i < count - 1; i++)
                     if (QUESTION(i, distinct[i])) return distinct[i];
                 return distinct[count - 1];
@@ -795,6 +840,7 @@ static ATTRIBUTES void NAME(Coder *c, Model *m, T *labels, size_t width, size_t 
                 uint32_t above = N == W ? count_above[x] : 0; /* how many of up[x .. x+7] equal W */      \
                 runs = ((above * 16 + (run < 15 ? run : 15)) << 8) | (pattern & 255);                      \
             }                                                                                              \
+            if (ENC && !has_room(c, PIXEL_BYTES_MAX) && reserve(c, PIXEL_BYTES_MAX) < 0) return;             \
             uint32_t s = code_pixel(ENC, MODEL, VECTOR, c, m, ENC ? row[x] : 0, W, N, NW, NE, pattern, bits, k,    \
                                     shift, runs);                                                          \
             if (!ENC) {                                                                                    \
@@ -917,12 +963,13 @@ static Py_ssize_t first_label_not_below(const Py_buffer *labels, uint32_t k) {
 }
 
 static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
-    static char *keywords[] = {"labels", "width", "height", "k", "model", "vector", NULL};
+    static char *keywords[] = {"labels", "width", "height", "k", "model", "vector", "tight_buffer", NULL};
     Py_buffer buf;
     Py_ssize_t width, height;
     unsigned long k;
-    int model = 3, vector = 1;
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnk|ip", keywords, &buf, &width, &height, &k, &model, &vector))
+    int model = 3, vector = 1, tight = 0;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*nnk|ipp", keywords, &buf, &width, &height, &k, &model, &vector,
+                                     &tight))
         return NULL;
     PyObject *result = NULL;
     if (check_model(model, k) < 0 || check_shape(width, height, k, &buf) < 0) goto done;
@@ -942,6 +989,7 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
     c.range = 0xFFFFFFFFu;
     c.cache_size = 1;
     c.skip_first = 1;
+    c.tight = tight;
     if (model_init(&m, bits, model == 7 ? 4 : model) < 0) { /* model 7 has model 4's tables */
         PyErr_NoMemory();
         goto done;
@@ -967,7 +1015,8 @@ static PyObject *py_encode(PyObject *self, PyObject *args, PyObject *kwargs) {
 #endif
     Py_BEGIN_ALLOW_THREADS
     walk(&c, &m, buf.buf, (size_t)width, (size_t)height, (uint32_t)k, bits);
-    for (int i = 0; i < 5; i++) shift_low(&c);
+    if (reserve(&c, 5) == 0)
+        for (int i = 0; i < 5; i++) shift_low(&c);
     Py_END_ALLOW_THREADS
     model_free(&m);
     if (c.oom)

@@ -103,6 +103,27 @@ def test_reference_agrees_at_every_narrow_width(model: int, k: int) -> None:
         assert np.array_equal(decode(payload, labels.shape, k, dtype, model), labels), width
 
 
+@pytest.mark.parametrize("model, k", [(3, 65536), (4, 65536), (5, 65536), (7, 65536), (4, 256), (6, 256), (7, 256)])
+def test_surprises_after_long_runs_and_streams_past_the_first_buffer_round_trip(model: int, k: int) -> None:
+    """The encoder makes room in its output before each pixel for the most one pixel can shift out, instead of as
+    each byte goes out (so that its loops call nothing): the widest label after hundreds of zeros (every tree bit
+    a surprise to models that learnt to expect 0, past depth 8 with no clamp on their probability) and noise, whose
+    stream outgrows the first 64 KiB buffer, must code (not raise MemoryError) and decode; the vector encoder
+    (k <= 256) and the scalar one must write the same bytes. With tight_buffer every pixel starts with exactly the
+    room the bound promises, so a pixel that shifts out more raises MemoryError."""
+    rng = np.random.default_rng(model * 7 + k)
+    dtype = label_dtype(label_bits(k))
+    labels = np.zeros((400, 256), dtype=dtype)
+    labels[:100:9, ::41] = k - 1
+    labels[100:] = rng.integers(0, k, (300, 256))
+    payload = encode(labels, k, model)
+    assert len(payload) > 1 << 16
+    assert np.array_equal(decode(payload, labels.shape, k, dtype, model), labels)
+    assert codings._ctxcoder.encode(labels, 256, 400, k, model=model, vector=False) == payload
+    assert codings._ctxcoder.encode(labels, 256, 400, k, model=model, tight_buffer=True) == payload
+    assert codings._ctxcoder.encode(labels, 256, 400, k, model=model, vector=False, tight_buffer=True) == payload
+
+
 @pytest.mark.parametrize("model, k", [(4, 16), (5, 64)])
 def test_reference_agrees_on_a_gnome_background_crop_with_long_runs(model: int, k: int) -> None:
     """Wide flat areas exercise the run contexts (above = 8, run >= 15) and the APM's extreme buckets."""
