@@ -23,6 +23,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Callable
 
 import numpy as np
@@ -33,10 +34,22 @@ from .container import Header
 from .errors import CodingError, HeaderError, LabelError
 from .names import AUTO, CODING_CHOICES  # noqa: F401  (re-exported: the registry's names live in names.py)
 
-try:  # ISA-L's inflate (python-isal, a dependency): the same zlib streams, 2-2.5x faster than zlib's on labels
-    from isal import isal_zlib as _inflate
-except ImportError:  # pragma: no cover - without it zlib decodes the same streams more slowly
-    _inflate = zlib
+
+def _fastest_strict_inflate() -> ModuleType:
+    """ISA-L's inflate (python-isal, a dependency: the same zlib streams, 2-2.5x faster than zlib's on labels) where
+    it reports the bytes after a stream in unused_data, as coding 1's decoder needs to reject them; python-isal
+    before 1.9 leaves unused_data empty, and there (or without it) zlib's inflate does the job."""
+    try:
+        from isal import isal_zlib
+    except ImportError:  # pragma: no cover - python-isal is a dependency
+        return zlib
+    labels = bytes(range(256)) * 4
+    probe = isal_zlib.decompressobj()
+    probe.decompress(zlib.compress(labels) + b"?", len(labels))  # as _bounded_inflate asks, then one byte more
+    return isal_zlib if probe.eof and probe.unused_data == b"?" else zlib
+
+
+_inflate = _fastest_strict_inflate()
 
 try:
     from . import _ctxcoder
