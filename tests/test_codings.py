@@ -237,6 +237,31 @@ def test_the_chosen_inflater_and_zlib_accept_and_reject_the_same_deflate_payload
         assert chosen is by_zlib
 
 
+@pytest.mark.parametrize("coding", CODED)
+def test_payload_that_expands_past_the_declared_labels_is_rejected_without_expanding(coding: str) -> None:
+    header = Header(width=10, height=10, channels=3, k=16, coding=codings.CODINGS_BY_NAME[coding].id, payload_length=0)
+    zeros = bytes(1 << 26)  # 64 MiB of labels for a 100-pixel image: decoding them all would take seconds
+    if coding == "deflate":
+        payload = zlib.compress(zeros, 1)
+    elif coding == "lzma":
+        payload = lzma.compress(zeros[: 1 << 24], format=lzma.FORMAT_XZ, preset=0)
+    else:  # a stream (or band streams) coding 16 million labels
+        big = Header(width=4000, height=4000, channels=3, k=16, coding=header.coding, payload_length=0)
+        payload = codings.CODINGS_BY_NAME[coding].encode(np.zeros(16_000_000, dtype=np.uint8), big)
+    with pytest.raises(CodingError, match="more than|left over"):
+        api.decode(coded_file(header, bytes(48), payload))
+
+
+@pytest.mark.parametrize("coding", ["deflate", "lzma"])
+def test_standard_library_codings_reject_a_label_of_k(coding: str) -> None:
+    header = Header(width=8, height=4, channels=3, k=16, coding=codings.CODINGS_BY_NAME[coding].id, payload_length=0)
+    labels = bytearray(range(16)) * 2
+    labels[5] = 16
+    payload = zlib.compress(bytes(labels)) if coding == "deflate" else lzma.compress(bytes(labels))
+    with pytest.raises(LabelError):
+        api.decode(coded_file(header, bytes(48), payload))
+
+
 def test_missing_kernel_says_how_to_get_it(monkeypatch, context_sample) -> None:
     header, palette, payload, _ = context_sample
     monkeypatch.setattr(codings, "_ctxcoder", None)
