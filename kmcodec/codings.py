@@ -18,6 +18,7 @@ the header declares.
 
 from __future__ import annotations
 
+import functools
 import lzma
 import math
 import struct
@@ -35,10 +36,12 @@ from .errors import CodingError, HeaderError, LabelError
 from .names import AUTO, CODING_CHOICES  # noqa: F401  (re-exported: the registry's names live in names.py)
 
 
-def _fastest_strict_inflate() -> ModuleType:
+@functools.cache
+def strict_inflate() -> ModuleType:
     """ISA-L's inflate (python-isal, a dependency: the same zlib streams, 2-2.5x faster than zlib's on labels) where
     it reports the bytes after a stream in unused_data, as coding 1's decoder needs to reject them; python-isal
-    before 1.9 leaves unused_data empty, and there (or without it) zlib's inflate does the job."""
+    before 1.9 leaves unused_data empty, and there (or without it) zlib's inflate does the job. Chosen at the first
+    deflate decode (importing isal and the probe cost about 3 ms), not at import."""
     try:
         from isal import isal_zlib
     except ImportError:  # pragma: no cover - python-isal is a dependency
@@ -48,8 +51,6 @@ def _fastest_strict_inflate() -> ModuleType:
     probe.decompress(zlib.compress(labels) + b"?", len(labels))  # as _bounded_inflate asks, then one byte more
     return isal_zlib if probe.eof and probe.unused_data == b"?" else zlib
 
-
-_inflate = _fastest_strict_inflate()
 
 try:
     from . import _ctxcoder
@@ -111,7 +112,8 @@ def _layout_size(header: Header) -> int:
     return header.pixel_count * (1 if header.label_bits <= 8 else 2)
 
 
-def _bounded_inflate(decompressor, payload: bytes, size: int, name: str) -> bytes:
+def _bounded_inflate(decompressor, payload: bytes, size: int, name: str,
+                     library_error: type[Exception] = zlib.error) -> bytes:
     """Decompress into at most `size` bytes (never allocating more); reject a stream that holds more or fewer
     bytes, does not finish, or is followed by left-over bytes."""
     try:
@@ -120,7 +122,7 @@ def _bounded_inflate(decompressor, payload: bytes, size: int, name: str) -> byte
             tail = getattr(decompressor, "unconsumed_tail", b"")  # zlib hands back input it did not use
             if decompressor.decompress(tail, 1):
                 raise CodingError(f"payload: the {name} stream holds more than the {size} bytes of labels declared")
-    except (zlib.error, _inflate.error, lzma.LZMAError, EOFError) as exc:
+    except (library_error, zlib.error, lzma.LZMAError, EOFError) as exc:
         raise CodingError(f"payload: the {name} stream cannot be decoded: {exc}") from None
     if not decompressor.eof:
         raise CodingError(f"payload: the {name} stream ends early, after {len(out)} of {size} bytes of labels")
@@ -136,7 +138,8 @@ def _deflate_encode(labels: np.ndarray, header: Header) -> bytes:
 
 
 def _deflate_decode(payload: bytes, header: Header) -> np.ndarray:
-    out = _bounded_inflate(_inflate.decompressobj(), payload, _layout_size(header), "deflate")
+    inflate = strict_inflate()
+    out = _bounded_inflate(inflate.decompressobj(), payload, _layout_size(header), "deflate", inflate.error)
     return labels_from_bytes(out, header)
 
 
