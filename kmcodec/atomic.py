@@ -50,23 +50,29 @@ def atomic_output(path: str | os.PathLike, *, overwrite: bool = False) -> Iterat
     _remove_stale_temporaries(directory, target.name)
     tmp = directory / f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}.part"
     # One try from before the temporary file exists: a Ctrl-C or SIGTERM (raised as an exception) right after
-    # os.open returns, before a later try could begin, must remove the file too.
+    # the file is created, before a later try could begin, must remove the file too. open() creates it
+    # (O_CREAT | O_EXCL, close-on-exec) and wraps the descriptor in one C call, so no interruption can fall
+    # between a bare descriptor and the file object that closes it.
     ours = True
+    handle = None
     try:
         try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o666)
+            handle = open(tmp, "xb")  # noqa: SIM115 - closed below, on every path
         except OSError as exc:
             ours = False  # nothing was created (or, EEXIST, the name is someone else's)
             missing = exc.errno in (errno.ENOENT, errno.ENOTDIR) and not directory.is_dir()
             reason = "directory does not exist" if missing else exc.strerror
             raise OSError(exc.errno, f"cannot create the output: {reason}", str(named)) from None
-        with _named_errors(named), os.fdopen(fd, "wb") as handle:
+        with _named_errors(named), handle:
             yield handle
             handle.flush()
-            os.fsync(fd)
+            os.fsync(handle.fileno())
         _publish(tmp, target, overwrite)
         _fsync_directory(directory)
     except BaseException:
+        if handle is not None:
+            with contextlib.suppress(OSError):
+                handle.close()
         if ours:
             with contextlib.suppress(OSError):
                 tmp.unlink()

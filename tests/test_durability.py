@@ -169,3 +169,28 @@ def test_an_output_that_appears_during_the_run_is_never_overwritten(workspace) -
         assert run.leftovers() == []
 
     in_parallel(race, runs)
+
+
+def open_descriptors() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts descriptors through /proc")
+@pytest.mark.parametrize("moment", ["before the body", "in the body"])
+def test_an_interrupt_at_the_start_of_a_write_leaves_no_file_and_no_descriptor(tmp_path, monkeypatch,
+                                                                              moment) -> None:
+    """A Ctrl-C (KeyboardInterrupt) raised just after the temporary file is created, before the write has
+    begun, or inside the writer's body: the temporary file is removed and its descriptor closed."""
+    from kmcodec import atomic
+
+    if moment == "before the body":
+        def interrupted(target):
+            raise KeyboardInterrupt
+        monkeypatch.setattr(atomic, "_named_errors", interrupted)  # the first call after the file exists
+    before = open_descriptors()
+    with pytest.raises(KeyboardInterrupt):
+        with atomic.atomic_output(tmp_path / "out.kmq") as handle:
+            handle.write(b"partial")
+            raise KeyboardInterrupt
+    assert open_descriptors() == before
+    assert list(tmp_path.iterdir()) == []

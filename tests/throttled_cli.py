@@ -9,6 +9,7 @@ out, so the test knows the write has begun. Nothing else is changed.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import sys
 import time
@@ -55,18 +56,18 @@ class ThrottledFile:
 
 def main() -> int:
     chunk, delay, *args = sys.argv[1:]
-    real_fdopen = kmcodec.atomic.os.fdopen
+    real_output = kmcodec.atomic.atomic_output
 
-    class PatchedOs:
-        def __getattr__(self, name):
-            return getattr(kmcodec.atomic.os_module, name)
+    @contextlib.contextmanager
+    def throttled_output(*output_args, **output_kwargs):
+        with real_output(*output_args, **output_kwargs) as handle:
+            yield ThrottledFile(handle, int(chunk), float(delay))
 
-        @staticmethod
-        def fdopen(fd, mode="r", *rest, **kwargs):
-            return ThrottledFile(real_fdopen(fd, mode, *rest, **kwargs), int(chunk), float(delay))
-
-    kmcodec.atomic.os_module = kmcodec.atomic.os
-    kmcodec.atomic.os = PatchedOs()
+    # Modules imported later bind the throttled writer when they import it; rebind those already imported.
+    kmcodec.atomic.atomic_output = throttled_output
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("kmcodec.") and getattr(module, "atomic_output", None) is real_output:
+            module.atomic_output = throttled_output
     return cli.main(args)
 
 
