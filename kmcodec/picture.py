@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .atomic import atomic_output
+from .atomic import atomic_output, is_special_file
 from .errors import OutputFormatError
 from .image import KMQImage
 
@@ -79,8 +79,10 @@ def save_picture(image: KMQImage, target: Path, image_format: str, *, overwrite:
     else:
         picture = image.to_pil()
     with atomic_output(target, overwrite=overwrite) as handle:
-        seekable = handle.seekable()
-        sink = handle if seekable else io.BytesIO()  # a pipe: Pillow's writers tell() and seek (TIFF, PDF, ICO)
+        # A pipe, a terminal or a device (/dev/null seeks, but its end is always 0, which would be the size
+        # returned): the picture is made in memory first, as Pillow's writers tell() and seek (TIFF, PDF, ICO).
+        seekable = handle.seekable() and not is_special_file(target)
+        sink = handle if seekable else io.BytesIO()
         try:
             picture.save(sink, format=image_format, **options)
         except MemoryError:

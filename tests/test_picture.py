@@ -164,6 +164,17 @@ def test_a_picture_written_into_a_named_pipe_arrives_whole(china_k64: kmcodec.KM
     assert np.array_equal(written(copy, "RGB"), china_k64.to_array())
 
 
+@pytest.mark.skipif(not Path("/dev/null").exists(), reason="needs /dev/null")
+@pytest.mark.parametrize("extension", [".png", ".tif"])
+def test_a_picture_written_into_dev_null_reports_the_size_written(china_k64: kmcodec.KMQImage, tmp_path: Path,
+                                                                extension: str) -> None:
+    """/dev/null seeks, but its end is always 0: the size returned is that of the picture written."""
+    regular = tmp_path / f"regular{extension}"
+    expected = save_picture(china_k64, regular, picture_format(extension), overwrite=False)
+    assert expected == regular.stat().st_size > 0
+    assert save_picture(china_k64, Path("/dev/null"), picture_format(extension), overwrite=True) == expected
+
+
 def test_avif_past_what_its_readers_open_is_refused(tmp_path: Path) -> None:
     if "AVIF" not in Image.SAVE:
         pytest.skip("this Pillow cannot write AVIF")
