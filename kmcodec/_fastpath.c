@@ -525,11 +525,16 @@ static int near_init(near_t *s, const double *centroids, int k, int d, int threa
     s->k = k;
     s->d = d;
     s->centroids = centroids;
+    s->index = NULL;
+    s->gap = NULL;
+    s->count = NULL;
+    s->beyond = NULL;
+    if (k > NEAR_MAX_K) return -1; /* before any allocation: the lists would not pay at this k */
     s->index = malloc(sizeof(int32_t) * (size_t)k * NEAR_CAP);
     s->gap = malloc(sizeof(double) * (size_t)k * NEAR_CAP);
     s->count = malloc(sizeof(int32_t) * (size_t)k);
     s->beyond = malloc(sizeof(double) * (size_t)k);
-    if (k > NEAR_MAX_K || !s->index || !s->gap || !s->count || !s->beyond) {
+    if (!s->index || !s->gap || !s->count || !s->beyond) {
         free(s->index);
         free(s->gap);
         free(s->count);
