@@ -20,7 +20,7 @@ from .container import HEADER_SIZE, Header, build_file, parse_header, read_conta
 from .errors import CodingError, KMQError, LabelError, LimitError
 from .names import DEFAULT_MAX_PIXELS
 from .image import KMQImage
-from .imageio import ImageSource, load_pixels, require_binary_reader, require_binary_writer
+from .imageio import ImageSource, read_pixels, require_binary_reader, require_binary_writer
 from .quantizer import DEFAULT_ENGINE, DEFAULT_SPACE, DEFAULT_SPEED, quantize_pixels
 
 PathLike = Union[str, os.PathLike]
@@ -50,9 +50,9 @@ def quantize(
     max_pixels bounds the input image's pixel count before it is decoded (default:
     Pillow's decompression-bomb limit, PIL.Image.MAX_IMAGE_PIXELS).
     """
-    pixels = load_pixels(image, max_pixels=max_pixels)
+    pixels, histogram = read_pixels(image, max_pixels=max_pixels)
     palette, labels = quantize_pixels(
-        pixels, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo
+        pixels, k, seed=seed, engine=engine, space=space, speed=speed, dither=dither, rdo=rdo, histogram=histogram
     )
     return KMQImage(palette, labels)
 

@@ -42,6 +42,23 @@ ImageSource = Union[str, Path, bytes, BinaryIO, np.ndarray, Image.Image]
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
+def read_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None):
+    """load_pixels, and the image's colour histogram where reading it counted the colours, else None.
+
+    A path to a plain 8-bit RGB or RGBA PNG (pngread's module docstring) is read by pngread on two cores, as
+    the command line reads its input, and for RGB above pngread.COUNT_MIN_PIXELS pixels its colours are counted
+    as the rows arrive, which the quantizer then need not do; anything else goes through load_pixels.
+    """
+    if isinstance(source, (str, Path)) and (max_pixels is None or (is_integer(max_pixels) and max_pixels >= 1)):
+        from .pngread import read_png
+
+        png = read_png(Path(source), max_pixels if max_pixels is not None else Image.MAX_IMAGE_PIXELS)
+        if png is not None:
+            pixels = _array_pixels(png.array())
+            return pixels, png.histogram() if pixels.shape[2] == png.channels else None
+    return load_pixels(source, name=name, max_pixels=max_pixels), None
+
+
 def load_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None) -> np.ndarray:
     """Return the image as a (height, width, 3 or 4) uint8 array: C-contiguous, or RGB viewed in 4-byte
     pixels (rows of RGBX, or of opaque RGBA) when it came that way, which is read in place rather than copied.

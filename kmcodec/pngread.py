@@ -86,6 +86,25 @@ class DecodedPNG:
     keys: bytes | None
     counts: bytes | None
 
+    def array(self):
+        """The pixels as a read-only (height, width, channels) uint8 numpy array over the reader's memory (numpy
+        is imported here, so that a prefetch thread's read does not wait for it)."""
+        import numpy as np
+
+        pixels = np.frombuffer(self.pixels, dtype=np.uint8).reshape(self.height, self.width, self.channels)
+        pixels.flags.writeable = False
+        return pixels
+
+    def histogram(self):
+        """The colour counts as the quantizer's ColourHistogram, or None where the reader did not count them."""
+        if self.keys is None:
+            return None
+        import numpy as np
+
+        from .quantizer import rgb_histogram
+
+        return rgb_histogram(np.frombuffer(self.keys, dtype=np.uint32), np.frombuffer(self.counts, dtype=np.int64))
+
 
 @dataclass(frozen=True)
 class _Layout:
@@ -191,12 +210,12 @@ def _harmless(kind: bytes, body: bytes) -> bool:
 
 
 def read_png(path: Path, max_pixels: int | None) -> DecodedPNG | None:
-    """The pixels of the plain PNG at `path` (module docstring), or None: not such a PNG, damaged, above
-    `max_pixels`, or without the C extension. Runs on the calling thread and one more.
+    """The pixels of the plain PNG at `path` (module docstring), or None: not a regular file, not such a PNG,
+    damaged, above `max_pixels`, or without the C extension. Runs on the calling thread and one more.
 
     The file is read, not mapped: a mapped file cut short by another program while it is read would kill the
     process (SIGBUS) where a read only comes up short."""
-    if _c is None:
+    if _c is None or not path.is_file():  # a FIFO can be read once only (and its open waits for a writer)
         return None
     try:
         handle = open(path, "rb")  # noqa: SIM115 - closed below, after the inflating thread has ended

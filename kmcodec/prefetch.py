@@ -149,12 +149,7 @@ class PicturePrefetch:
         """
         picture = self.result()
         if self._png is not None:
-            import numpy as np
-
-            png = self._png
-            pixels = np.frombuffer(png.pixels, dtype=np.uint8).reshape(png.height, png.width, png.channels)
-            pixels.flags.writeable = False
-            return pixels
+            return self._png.array()
         if picture is None or not self._as_stored:
             return None
         from .imageio import rgb_pixels
@@ -165,14 +160,7 @@ class PicturePrefetch:
         """The colour histogram (quantizer.ColourHistogram) of pixels(), where pngread counted it as it read
         them (an RGB PNG of more than pngread.COUNT_MIN_PIXELS pixels), else None."""
         self.result()
-        if self._png is None or self._png.keys is None:
-            return None
-        import numpy as np
-
-        from .quantizer import rgb_histogram
-
-        return rgb_histogram(np.frombuffer(self._png.keys, dtype=np.uint32),
-                             np.frombuffer(self._png.counts, dtype=np.int64))
+        return None if self._png is None else self._png.histogram()
 
 
 @contextlib.contextmanager

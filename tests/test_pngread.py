@@ -154,6 +154,59 @@ def test_the_cli_writes_the_same_file_from_the_readers_pixels_and_counts(tmp_pat
     assert out.read_bytes() == kmcodec.encode(big, 64)
 
 
+def test_the_api_reads_a_png_path_as_the_cli_does(tmp_path: Path, china: np.ndarray, monkeypatch) -> None:
+    """kmcodec.write(path) reads a plain PNG with pngread and hands the quantizer its counts (no second count):
+    the file is the CLI's, and the one the same pixels give as an array."""
+    from kmcodec import quantizer
+
+    big = np.tile(china, (3, 2, 1))  # 1.6 MP: counted by the reader
+    path = tmp_path / "big.png"
+    Image.fromarray(big).save(path)
+    counted = []
+    real_count = quantizer.colour_histogram
+    monkeypatch.setattr(quantizer, "colour_histogram", lambda pixels: counted.append(pixels.shape) or real_count(pixels))
+    api_file = tmp_path / "api.kmq"
+    kmcodec.write(api_file, path, 64)
+    assert counted == []  # the reader's counts were used
+    cli_file = tmp_path / "cli.kmq"
+    assert cli_main(["encode", str(path), str(cli_file), "-k", "64", "-q"]) == 0
+    assert api_file.read_bytes() == cli_file.read_bytes() == kmcodec.encode(big, 64)
+    assert counted == [big.shape]  # the array was counted by the quantizer
+    assert kmcodec.quantize(str(path), 64) == kmcodec.quantize(big, 64)
+
+
+def test_the_api_keeps_its_pixel_limits_on_a_png_path(tmp_path: Path) -> None:
+    """A PNG path above max_pixels, or above Pillow's own limit when max_pixels is not given, is refused as
+    before: the reader leaves it to the normal path, which says what is wrong."""
+    path = tmp_path / "p.png"
+    path.write_bytes(png_file(noise((20, 30, 3))))
+    with pytest.raises(kmcodec.KMQError, match="600"):
+        kmcodec.quantize(path, 4, max_pixels=599)
+    assert kmcodec.quantize(path, 4, max_pixels=600).width == 30
+    with pytest.raises(ValueError, match="max_pixels"):
+        kmcodec.quantize(path, 4, max_pixels=0)
+    Image.MAX_IMAGE_PIXELS, before = 250, Image.MAX_IMAGE_PIXELS
+    try:
+        with pytest.raises(kmcodec.KMQError):
+            kmcodec.quantize(path, 4)
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "mkfifo"), reason="named pipes are POSIX")
+def test_a_named_pipe_is_not_opened_by_the_reader(tmp_path: Path) -> None:
+    """A FIFO can be read once only, and opening it waits for a writer: the reader leaves it alone at once."""
+    import os
+
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    done = []
+    reader = threading.Thread(target=lambda: done.append(pngread.read_png(fifo, None)), daemon=True)
+    reader.start()
+    reader.join(timeout=10)
+    assert done == [None]
+
+
 HARMLESS = [chunk(b"gAMA", struct.pack(">I", 45455)), chunk(b"pHYs", bytes(9)), chunk(b"tEXt", b"Comment\0hi"),
             chunk(b"iCCP", b"icc\0\0" + zlib.compress(b"x" * 20)), chunk(b"cHRM", bytes(32)), chunk(b"sRGB", b"\0"),
             chunk(b"bKGD", bytes(6))]
