@@ -23,7 +23,7 @@ from . import __version__, api
 from .atomic import OutputExistsError, atomic_output
 from .autok import DEFAULT_MAX_K, quantize_and_encode
 from .errors import BatchError, KMQError
-from .imageio import load_pixels
+from .imageio import read_pixels
 from .names import DEFAULT_MAX_PIXELS
 from .parallel import Terminated
 from .picture import picture_format, save_picture
@@ -274,11 +274,11 @@ def _check_target(task: Task, force: bool) -> None:
 
 def _encode_one(task: Task, options: EncodeOptions) -> tuple[int, int | None, str]:
     _check_target(task, options.force)
-    pixels = load_pixels(task.source, name=task.source_name, max_pixels=options.max_pixels)
+    pixels, histogram = read_pixels(task.source, name=task.source_name, max_pixels=options.max_pixels)
     image, data, choice = quantize_and_encode(
         pixels, k=options.k, quality=options.quality, max_bytes=options.max_bytes, max_k=options.max_k,
         coding=options.coding, seed=options.seed, engine=options.engine,
-        quantize_options=dict(options.quantize_options),
+        quantize_options=dict(options.quantize_options), histogram=histogram,
     )
     chosen_k = choice.k if choice is not None else None
     how = f" ({choice.describe()})" if choice is not None else ""

@@ -89,6 +89,23 @@ def test_batch_recursive_on_two_processes_matches_this_process(inputs, tmp_path,
         assert (tmp_path / "parallel" / relative).read_bytes() == api.encode(source, 16)
 
 
+def test_a_large_png_in_a_batch_is_read_with_its_colour_counts(tmp_path, capsys, monkeypatch):
+    """A batch worker reads a plain RGB PNG over 2^20 pixels as the single-file command does (pngread, whose
+    colour counts the quantizer then uses): the same bytes as encoding the pixels themselves."""
+    from kmcodec import quantizer
+
+    pixels = np.tile(sklearn_image("china.jpg"), (3, 2, 1))  # 1.6 MP
+    source = tmp_path / "in" / "big.png"
+    source.parent.mkdir()
+    Image.fromarray(pixels).save(source)
+    counted = []
+    real_count = quantizer.colour_histogram
+    monkeypatch.setattr(quantizer, "colour_histogram", lambda image: counted.append(image.shape) or real_count(image))
+    assert main(["encode", str(source), "-d", str(tmp_path / "out"), "-k", "32", "-q", "-j", "1"]) == 0
+    assert counted == []  # -j 1 encodes in this process: the reader's counts were used
+    assert (tmp_path / "out" / "big.kmq").read_bytes() == api.encode(pixels, 32)
+
+
 def test_batch_decode_writes_the_decoded_pixels(inputs, tmp_path, capsys):
     kmq = tmp_path / "kmq"
     assert (
