@@ -1,9 +1,10 @@
 """Choose k automatically: the smallest k that meets a PSNR target, or the largest k whose file fits a size.
 
-The search never encodes a file per candidate. The colour histogram is computed once
-(here, not by kmcodec.quantize, so the search does not depend on the quantizer's internals);
-each probe quantizes to one k and measures its PSNR on the histogram (distinct colours
-weighted by their pixel counts, no per-pixel work). File sizes come from the coding's
+The search never encodes a file per candidate. The colour histogram is computed once (or
+taken from the PNG reader, which counts the colours as it reads) and given to every probe's
+quantizer, which would otherwise count the colours again; each probe quantizes to one k and
+measures its PSNR on the histogram (distinct colours weighted by their pixel counts, each
+colour's label read at one of its pixels, no per-pixel work). File sizes come from the coding's
 length formula when it has one (raw: 40 + k*C + ceil(n*b/8)), and from one real encode
 per probe otherwise. Probes go up by powers of two until the goal flips, then home in
 on the crossing inside the last octave (see _first_passing), so the answer k always has
@@ -25,7 +26,7 @@ from .errors import TargetError
 from .image import KMQImage
 from .metrics import psnr_from_mse
 from .names import DEFAULT_MAX_K
-from .quantizer import DEFAULT_ENGINE, ColourHistogram, quantize_pixels
+from .quantizer import DEFAULT_ENGINE, PIXEL_CHUNK, ColourHistogram, colour_histogram, pixel_keys, quantize_pixels
 
 
 
@@ -55,29 +56,26 @@ class KChoice:
         return f"k={self.k} chosen for {self.goal}: {quality}, {len(self.data):,} bytes, {len(self.probes)} probes"
 
 
-def colour_index(pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The distinct colours of (H, W, C) uint8 pixels, their pixel counts, and one pixel index per colour.
+def pixel_of_each_colour(pixels: np.ndarray, histogram: ColourHistogram) -> np.ndarray:
+    """For each distinct colour of the histogram (colour_histogram(pixels)), the index of one pixel of that colour.
 
-    Without dithering every pixel of a colour gets the same label, so a quantization is measured
-    on the distinct colours by looking up one pixel of each. RGB uses a bincount over 24-bit keys.
+    Without dithering every pixel of a colour gets the same label, so a quantization is measured on the
+    distinct colours by looking up one pixel of each. RGB finds each pixel's colour through a table over the
+    24-bit keys, other channel counts by a search in the sorted keys; the pixels are taken in chunks.
     """
-    height, width, channels = pixels.shape
+    channels = pixels.shape[2]
     flat = pixels.reshape(-1, channels)
-    keys = np.zeros(flat.shape[0], dtype=np.int64)
-    for channel in range(channels):
-        keys = (keys << 8) | flat[:, channel]
+    distinct = histogram.keys.size
+    table = None
     if channels == 3:
-        counts_all = np.bincount(keys, minlength=1)
-        present = np.flatnonzero(counts_all)
-        position = np.zeros(counts_all.size, dtype=np.int64)
-        position[keys] = np.arange(keys.size)
-        unique, counts, first = present, counts_all[present], position[present]
-    else:
-        unique, first, counts = np.unique(keys, return_index=True, return_counts=True)
-    colours = np.empty((unique.size, channels), dtype=np.uint8)
-    for channel in range(channels):
-        colours[:, channel] = (unique >> (8 * (channels - 1 - channel))) & 255
-    return colours, counts.astype(np.int64), first.astype(np.int64)
+        table = np.empty(1 << 24, dtype=np.int32)  # only the pages of keys that occur are touched
+        table[histogram.keys] = np.arange(distinct, dtype=np.int32)
+    pixel = np.empty(distinct, dtype=np.int64)
+    for start in range(0, flat.shape[0], PIXEL_CHUNK):
+        keys = pixel_keys(flat[start : start + PIXEL_CHUNK])
+        colour = table[keys] if table is not None else np.searchsorted(histogram.keys, keys)
+        pixel[colour] = np.arange(start, start + keys.size, dtype=np.int64)  # any pixel of the colour will do
+    return pixel
 
 
 class _Prober:
@@ -91,18 +89,20 @@ class _Prober:
         seed: int,
         engine: str,
         quantize_options: Mapping[str, Any] | None = None,
+        histogram: ColourHistogram | None = None,
     ) -> None:
         self.pixels = pixels
         self.coding = coding
         self.seed = seed
         self.engine = engine
         self.quantize_options = dict(quantize_options or {})
+        self.histogram = colour_histogram(pixels) if histogram is None else histogram
         # dithering and rdo give pixels of one colour different labels: then measure every pixel
         self.per_pixel = bool(self.quantize_options.get("dither")) or bool(self.quantize_options.get("rdo"))
-        colours, counts, self.pixel_of_colour = colour_index(pixels)
-        self.colours = colours.astype(np.float64)
-        self.counts = counts.astype(np.float64)
-        self.distinct = colours.shape[0]
+        self.pixel_of_colour = None if self.per_pixel else pixel_of_each_colour(pixels, self.histogram)
+        self.colours = self.histogram.colours.astype(np.float64)
+        self.counts = self.histogram.counts.astype(np.float64)
+        self.distinct = self.histogram.colours.shape[0]
         self.results: dict[int, tuple[KMQImage, float]] = {}
         self.sizes: dict[int, int] = {}
         self.encoded: dict[int, bytes] = {}
@@ -111,7 +111,7 @@ class _Prober:
         """The image quantized to k colours and its PSNR (computed once per k)."""
         if k not in self.results:
             palette, labels = quantize_pixels(
-                self.pixels, k, seed=self.seed, engine=self.engine, **self.quantize_options
+                self.pixels, k, seed=self.seed, engine=self.engine, histogram=self.histogram, **self.quantize_options
             )
             if self.per_pixel:
                 mse = float(np.mean((np.take(palette, labels, axis=0).astype(np.float64) - self.pixels) ** 2))
@@ -220,9 +220,11 @@ def choose_k_for_quality(
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
     quantize_options: Mapping[str, Any] | None = None,
+    histogram: ColourHistogram | None = None,
 ) -> KChoice:
     """The smallest k (up to max_k) whose quantized image reaches target_psnr dB; raise TargetError if none does."""
-    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options)
+    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options,
+                     histogram=histogram)
     upper = _search_limit(prober, max_k)
     k = _first_passing(upper, lambda candidate: prober.image(candidate)[1], target_psnr)
     goal = f"PSNR >= {target_psnr:g} dB"
@@ -242,13 +244,15 @@ def choose_k_for_size(
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
     quantize_options: Mapping[str, Any] | None = None,
+    histogram: ColourHistogram | None = None,
 ) -> KChoice:
     """The largest k (up to max_k) whose .kmq file is at most max_bytes; raise TargetError if even k=1 is larger.
 
     With a fixed-length coding (raw) the size is a formula and only the chosen k is quantized;
     otherwise every probe is a real quantize and encode with the chosen coding.
     """
-    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options)
+    prober = _Prober(pixels, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options,
+                     histogram=histogram)
     upper = _search_limit(prober, max_k)
     goal = f"size <= {max_bytes:,} bytes"
     fixed = prober.formula_size(1) is not None
@@ -278,14 +282,17 @@ def choose_k(
     seed: int = 0,
     engine: str = DEFAULT_ENGINE,
     quantize_options: Mapping[str, Any] | None = None,
+    histogram: ColourHistogram | None = None,
 ) -> KChoice:
     """Dispatch to the quality or the size search; exactly one of quality and max_bytes must be given.
 
-    quantize_options are further keyword arguments of quantize_pixels (colour space, dithering, ...).
+    quantize_options are further keyword arguments of quantize_pixels (colour space, dithering, ...);
+    histogram is colour_histogram(pixels) where the caller has it (the PNG reader counts the colours).
     """
     if (quality is None) == (max_bytes is None):
         raise ValueError("give exactly one of quality (PSNR in dB) and max_bytes")
-    options = dict(max_k=max_k, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options)
+    options = dict(max_k=max_k, coding=coding, seed=seed, engine=engine, quantize_options=quantize_options,
+                   histogram=histogram)
     if quality is not None:
         return choose_k_for_quality(pixels, quality, **options)
     assert max_bytes is not None
@@ -309,12 +316,12 @@ def quantize_and_encode(
 
     Returns (image, file bytes, the KChoice when auto-k chose, else None): the one path the
     single-file and batch encoders share. `histogram` is the pixels' colour_histogram if the caller has
-    it (the PNG reader counts colours as it decodes); a fixed k uses it.
+    it (the PNG reader counts colours as it decodes).
     """
     if k is None:
         choice = choose_k(
             pixels, quality=quality, max_bytes=max_bytes, max_k=max_k, coding=coding, seed=seed, engine=engine,
-            quantize_options=quantize_options,
+            quantize_options=quantize_options, histogram=histogram,
         )
         return choice.image, choice.data, choice
     palette, labels = quantize_pixels(

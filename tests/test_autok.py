@@ -96,3 +96,44 @@ def test_quality_target_on_an_image_with_alpha():
     decoded = api.decode(choice.data)
     assert decoded.channels == 4
     assert _psnr(pixels, choice.k) >= 22.0 > _psnr(pixels, choice.k - 1)
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_each_colours_pixel_has_that_colour(channels):
+    """pixel_of_each_colour: for every distinct colour of the histogram, the index of a pixel of that colour."""
+    from kmcodec.autok import pixel_of_each_colour
+    from kmcodec.quantizer import colour_histogram
+
+    pixels = _small(sklearn_image("flower.jpg"), (160, 120))
+    if channels == 4:
+        alpha = np.random.default_rng(2).integers(0, 3, pixels.shape[:2], dtype=np.uint8) * 127
+        pixels = np.dstack([pixels, alpha])
+    histogram = colour_histogram(pixels)
+    where = pixel_of_each_colour(pixels, histogram)
+    assert where.shape == (histogram.colours.shape[0],)
+    assert np.array_equal(pixels.reshape(-1, channels)[where], histogram.colours)
+
+
+def test_the_search_counts_the_colours_once_and_takes_the_readers_counts(tmp_path, monkeypatch, capsys):
+    """Every probe quantizes with the one histogram; from the CLI, a plain RGB PNG over 2^20 pixels brings its
+    own counts (pngread), so the colours are not counted at all; the result is the same either way."""
+    from kmcodec import autok, quantizer
+
+    pixels = np.tile(sklearn_image("china.jpg"), (3, 2, 1))  # 1.6 MP
+    counted = []
+    real_count = quantizer.colour_histogram
+
+    def counting(image):
+        counted.append(image.shape)
+        return real_count(image)
+
+    monkeypatch.setattr(quantizer, "colour_histogram", counting)
+    monkeypatch.setattr(autok, "colour_histogram", counting)
+    choice = choose_k_for_quality(pixels, 30.0)
+    assert len(choice.probes) >= 3 and counted == [pixels.shape]
+    counted.clear()
+    path, out = tmp_path / "big.png", tmp_path / "big.kmq"
+    Image.fromarray(pixels).save(path)
+    assert main(["encode", str(path), str(out), "--quality", "30", "-q"]) == 0
+    assert counted == []
+    assert out.read_bytes() == choice.data
