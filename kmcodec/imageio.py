@@ -29,7 +29,7 @@ import struct
 import warnings
 import zlib
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import TYPE_CHECKING, BinaryIO, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -38,11 +38,17 @@ from . import fastpath
 from .errors import InputImageError
 from .names import is_integer
 
+if TYPE_CHECKING:
+    from .quantizer import ColourHistogram
+
 ImageSource = Union[str, Path, bytes, BinaryIO, np.ndarray, Image.Image]
 
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
 
-def read_pixels(source: ImageSource, *, name: str | None = None, max_pixels: int | None = None):
+
+def read_pixels(
+    source: ImageSource, *, name: str | None = None, max_pixels: int | None = None
+) -> tuple[np.ndarray, ColourHistogram | None]:
     """load_pixels, and the image's colour histogram where reading it counted the colours, else None.
 
     A path to a plain 8-bit RGB or RGBA PNG (pngread's module docstring) is read by pngread on two cores, as

@@ -27,7 +27,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 try:  # ISA-L's inflate: the same zlib streams, about 1.7x faster than zlib's here
     from isal import isal_zlib as _inflate
@@ -38,6 +38,11 @@ try:
     from . import _fastpath as _c
 except ImportError:  # pragma: no cover - without the C extension every PNG goes to Pillow
     _c = None
+
+if TYPE_CHECKING:  # numpy is imported where the pixels are handed over, not when a prefetch thread starts
+    import numpy as np
+
+    from .quantizer import ColourHistogram
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Ancillary chunks read past, with the only body length each may have: they change nothing of the pixels or
@@ -86,7 +91,7 @@ class DecodedPNG:
     keys: bytes | None
     counts: bytes | None
 
-    def array(self):
+    def array(self) -> np.ndarray:
         """The pixels as a read-only (height, width, channels) uint8 numpy array over the reader's memory (numpy
         is imported here, so that a prefetch thread's read does not wait for it)."""
         import numpy as np
@@ -95,7 +100,7 @@ class DecodedPNG:
         pixels.flags.writeable = False
         return pixels
 
-    def histogram(self):
+    def histogram(self) -> ColourHistogram | None:
         """The colour counts as the quantizer's ColourHistogram, or None where the reader did not count them."""
         if self.keys is None:
             return None
