@@ -89,6 +89,23 @@ def test_corrupt_inputs_fail_with_one_line_and_write_nothing(tmp_path, capsys, c
     assert listing(tmp_path) == before
 
 
+@pytest.mark.parametrize("name", ["truncated.png", "corrupt.png", "empty.png", "text.png", "zero-width.png"])
+def test_corrupt_png_paths_given_to_the_api_raise_and_write_nothing(tmp_path, china_png_bytes, name) -> None:
+    """The API reads a PNG path with pngread first (as the CLI does); a damaged file goes on to Pillow, whose
+    error is the one raised, and the output is never created."""
+    from kmcodec import KMQError
+
+    data, expected = corrupt_cases(china_png_bytes)[name]
+    source = tmp_path / name
+    source.write_bytes(data)
+    before = listing(tmp_path)
+    with pytest.raises(KMQError, match=expected):
+        api.write(tmp_path / "out.kmq", source, 8)
+    with pytest.raises(KMQError, match=expected):
+        api.quantize(str(source), 8)
+    assert listing(tmp_path) == before
+
+
 def test_a_decompression_bomb_is_refused_before_decoding(tmp_path, capsys, china_png_bytes) -> None:
     bomb = tmp_path / "bomb.png"
     bomb.write_bytes(set_png_size(china_png_bytes, 100_000, 100_000))
